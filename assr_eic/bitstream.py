@@ -1,0 +1,292 @@
+"""The ``.assr`` container, format version 1: pack, parse, validate.
+
+Every byte counts at extreme rates (a 768x512 image at 0.01 bpp is 491 bytes in all), so the header
+uses varints and quantized floats. Layout, byte by byte::
+
+    offset  size  field
+    0       2     magic b"\\xa5E" (0xA5 0x45)
+    2       1     bits 7..5 format version (1); bits 4..3 base codec id (0 av1, 1 learned);
+                  bit 2 prompt present; bits 1..0 stream count - 1
+    3       3     model fingerprint: first 3 bytes of the SHA-256 of the weights that wrote the file
+    6       v     original height H   (unsigned LEB128 varint, 1 <= H <= MAX_SIDE)
+    .       v     original width W    (varint, 1 <= W <= MAX_SIDE, H * W <= MAX_PIXELS)
+    .       v     scale code c_s      (varint, s = 1 + c_s / 64, 1 <= s <= 8, so c_s <= 448)
+    .       1     quality code c_q    (q = c_q / 255)
+    .       v*    lengths of all streams but the last (varints; the last runs to the prompt or CRC)
+    .       v     only if the prompt bit is set: (len << 1) | deflated, then len bytes of UTF-8
+                  text, raw-DEFLATE-compressed when ``deflated`` is 1
+    .       ...   the streams, concatenated
+    end-4   4     CRC-32 (zlib, little-endian) of every byte before it
+
+The low-resolution size is not stored: it is derived from (H, W, c_s) by integer arithmetic
+(:func:`lowres_size`), identically on every machine. Without a prompt the header (everything but the
+streams) is 17 bytes for a 512x384 AV1 file and at most 24 bytes for any allowed size and codec.
+
+Parsing is total: any byte string either parses or raises :class:`BitstreamError` with a sentence that
+says what is wrong; no field can make the parser allocate more than the input's own length.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+MAGIC = b"\xa5E"
+VERSION = 1
+CODECS = ("av1", "learned")
+MAX_SIDE = 32768
+MAX_PIXELS = 1 << 28  # 268 Mpx: 16384 x 16384
+SCALE_STEPS = 64  # s is stored in steps of 1/64
+MIN_SCALE, MAX_SCALE = 1.0, 8.0
+QUALITY_STEPS = 255
+MAX_PROMPT_BYTES = 4096
+_CRC_BYTES = 4
+_FIXED = len(MAGIC) + 1 + 3  # magic, flags byte, fingerprint
+
+
+class BitstreamError(ValueError):
+    """The one error type for anything wrong with an ``.assr`` file (corrupt, foreign, unsupported)."""
+
+
+class ModelMismatchError(BitstreamError):
+    """The file was written with other model weights than the ones loaded."""
+
+
+def quantize_scale(s: float) -> int:
+    """Scale factor -> its stored code; raises ValueError outside [1, 8]."""
+    if not MIN_SCALE <= s <= MAX_SCALE:
+        raise ValueError(f"scale must be in [{MIN_SCALE:g}, {MAX_SCALE:g}], got {s}")
+    return round((s - 1.0) * SCALE_STEPS)
+
+
+def dequantize_scale(code: int) -> float:
+    return 1.0 + code / SCALE_STEPS
+
+
+def quantize_quality(q: float) -> int:
+    """Quality in [0, 1] -> its stored code (one byte)."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quality must be in [0, 1], got {q}")
+    return round(q * QUALITY_STEPS)
+
+
+def dequantize_quality(code: int) -> float:
+    return code / QUALITY_STEPS
+
+
+def lowres_size(height: int, width: int, scale_code: int) -> tuple[int, int]:
+    """Low-resolution size round(H / s), round(W / s) (at least 1), in exact integer arithmetic."""
+    den = SCALE_STEPS + scale_code  # s = den / 64
+
+    def one(n: int) -> int:
+        return max(1, (2 * n * SCALE_STEPS + den) // (2 * den))
+
+    return one(height), one(width)
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, end: int) -> None:
+        self.data, self.pos, self.end = data, 0, end
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise BitstreamError(f"truncated file: {what} runs past the end of the data")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def varint(self, what: str, limit: int) -> int:
+        n, shift = 0, 0
+        for _ in range(5):
+            (b,) = self.take(1, what)
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                if n > limit:
+                    raise BitstreamError(f"invalid file: {what} is {n}, above the limit {limit}")
+                return n
+        raise BitstreamError(f"invalid file: {what} is not a valid varint")
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """A parsed (or to-be-packed) ``.assr`` file. ``streams`` are the base codec's payload(s)."""
+
+    codec: str
+    fingerprint: bytes
+    height: int
+    width: int
+    scale_code: int
+    quality_code: int
+    streams: tuple[bytes, ...]
+    prompt: str | None = None
+    nbytes: int = field(default=0, compare=False)  # file size once packed or parsed
+
+    @property
+    def scale(self) -> float:
+        return dequantize_scale(self.scale_code)
+
+    @property
+    def quality(self) -> float:
+        return dequantize_quality(self.quality_code)
+
+    @property
+    def lowres_size(self) -> tuple[int, int]:
+        return lowres_size(self.height, self.width, self.scale_code)
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the whole file (header, prompt and CRC included) over the original size."""
+        return self.nbytes * 8 / (self.height * self.width)
+
+    def info(self) -> dict:
+        """Plain-data summary (for ``assr-eic info --json`` and the nodes)."""
+        lh, lw = self.lowres_size
+        return {
+            "width": self.width,
+            "height": self.height,
+            "scale": self.scale,
+            "quality": round(self.quality, 4),
+            "codec": self.codec,
+            "lowres_width": lw,
+            "lowres_height": lh,
+            "bytes": self.nbytes,
+            "bpp": self.bpp,
+            "model_fingerprint": self.fingerprint.hex(),
+            "prompt": self.prompt,
+        }
+
+
+def _validate_size(height: int, width: int, exc: type[Exception]) -> None:
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise exc(f"image size {width}x{height} is outside 1..{MAX_SIDE} pixels per side")
+    if height * width > MAX_PIXELS:
+        raise exc(f"image size {width}x{height} exceeds the limit of {MAX_PIXELS} pixels")
+
+
+def pack(bs: Bitstream) -> bytes:
+    """Serialize a :class:`Bitstream`; raises ValueError for values the format cannot hold."""
+    if bs.codec not in CODECS:
+        raise ValueError(f"unknown codec {bs.codec!r}; known: {', '.join(CODECS)}")
+    if not 1 <= len(bs.streams) <= 4:
+        raise ValueError("a file holds 1 to 4 streams")
+    if len(bs.fingerprint) != 3:
+        raise ValueError("the model fingerprint is 3 bytes")
+    _validate_size(bs.height, bs.width, ValueError)
+    if not 0 <= bs.scale_code <= quantize_scale(MAX_SCALE):
+        raise ValueError(f"scale code {bs.scale_code} out of range")
+    if not 0 <= bs.quality_code <= QUALITY_STEPS:
+        raise ValueError(f"quality code {bs.quality_code} out of range")
+    has_prompt = bs.prompt is not None and bs.prompt != ""
+    flags = (VERSION << 5) | (CODECS.index(bs.codec) << 3) | (int(has_prompt) << 2) | (len(bs.streams) - 1)
+    out = bytearray(MAGIC)
+    out.append(flags)
+    out += bs.fingerprint
+    out += _varint(bs.height) + _varint(bs.width) + _varint(bs.scale_code)
+    out.append(bs.quality_code)
+    for s in bs.streams[:-1]:
+        out += _varint(len(s))
+    if has_prompt:
+        text = bs.prompt.encode("utf-8")
+        if len(text) > MAX_PROMPT_BYTES:
+            raise ValueError(f"the prompt is {len(text)} bytes of UTF-8; the limit is {MAX_PROMPT_BYTES}")
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        deflated = comp.compress(text) + comp.flush()
+        body, flag = (deflated, 1) if len(deflated) < len(text) else (text, 0)
+        out += _varint((len(body) << 1) | flag) + body
+    for s in bs.streams:
+        out += s
+    out += zlib.crc32(out).to_bytes(4, "little")
+    return bytes(out)
+
+
+def header_size(data: bytes) -> int:
+    """Bytes of a packed file that are not stream payload (header, prompt and CRC)."""
+    bs = parse(data)
+    return len(data) - sum(len(s) for s in bs.streams)
+
+
+def parse(data: bytes) -> Bitstream:
+    """Parse and validate a packed file; raises :class:`BitstreamError` on any defect."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) == 0:
+        raise BitstreamError("empty file: not an .assr bitstream")
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise BitstreamError("not an .assr file (wrong magic bytes)")
+    if len(data) < _FIXED + _CRC_BYTES:
+        raise BitstreamError(f"truncated file: {len(data)} bytes is shorter than the smallest header")
+    flags = data[2]
+    version = flags >> 5
+    if version != VERSION:
+        raise BitstreamError(f"unsupported .assr format version {version}; this build reads version {VERSION}")
+    body_end = len(data) - _CRC_BYTES
+    if zlib.crc32(data[:body_end]) != int.from_bytes(data[body_end:], "little"):
+        raise BitstreamError("corrupted file: CRC-32 check failed (truncated or altered bytes)")
+    codec_id = (flags >> 3) & 0b11
+    if codec_id >= len(CODECS):
+        raise BitstreamError(f"invalid file: unknown base codec id {codec_id}")
+    has_prompt = bool(flags & 0b100)
+    n_streams = (flags & 0b11) + 1
+    r = _Reader(data, body_end)
+    r.pos = len(MAGIC) + 1
+    fingerprint = r.take(3, "model fingerprint")
+    height = r.varint("image height", MAX_SIDE)
+    width = r.varint("image width", MAX_SIDE)
+    try:
+        _validate_size(height, width, BitstreamError)
+    except BitstreamError as e:
+        raise BitstreamError(f"invalid file: {e}") from None
+    scale_code = r.varint("scale code", quantize_scale(MAX_SCALE))
+    (quality_code,) = r.take(1, "quality code")
+    if quality_code > QUALITY_STEPS:
+        raise BitstreamError(f"invalid file: quality code {quality_code} out of range")
+    lengths = [r.varint("stream length", body_end) for _ in range(n_streams - 1)]
+    prompt = None
+    if has_prompt:
+        word = r.varint("prompt length", 2 * MAX_PROMPT_BYTES + 1)
+        raw = r.take(word >> 1, "prompt")
+        if word & 1:
+            d = zlib.decompressobj(-15)
+            try:
+                text = d.decompress(raw, MAX_PROMPT_BYTES + 1)
+            except zlib.error:
+                raise BitstreamError("invalid file: the prompt does not decompress") from None
+            if len(text) > MAX_PROMPT_BYTES or d.unconsumed_tail or not d.eof:
+                raise BitstreamError("invalid file: the prompt is malformed or too long")
+        else:
+            text = raw
+        try:
+            prompt = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BitstreamError("invalid file: the prompt is not valid UTF-8") from None
+    streams = [r.take(n, "stream") for n in lengths]
+    streams.append(r.take(body_end - r.pos, "last stream"))
+    if any(len(s) == 0 for s in streams):
+        raise BitstreamError("invalid file: an empty payload stream")
+    return Bitstream(
+        codec=CODECS[codec_id],
+        fingerprint=fingerprint,
+        height=height,
+        width=width,
+        scale_code=scale_code,
+        quality_code=quality_code,
+        streams=tuple(streams),
+        prompt=prompt,
+        nbytes=len(data),
+    )

@@ -1,0 +1,36 @@
+"""The interface every base codec of the low-resolution image implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class LowresCode:
+    """What a base codec returns: its payload and, on both sides, the same reconstruction.
+
+    ``x_hat`` is the decoded low-res image (1, 3, h, w) in [0, 1]. ``uncertainty`` is an optional
+    (1, 1, h, w) map of how unsure the codec was (higher = more lost), used by the decoders.
+    ``symbols`` holds the exact integer data the entropy decoder recovered (AV1: the YUV planes;
+    learned: the quantized latents), so tests can check bit-exactness without pixels.
+    """
+
+    streams: tuple[bytes, ...]
+    x_hat: torch.Tensor | None
+    uncertainty: torch.Tensor | None = None
+    symbols: tuple[torch.Tensor, ...] = ()
+
+
+class BaseCodec(Protocol):
+    """Codes a low-res RGB image at a quality code (0..255, higher = better)."""
+
+    name: str
+
+    def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True) -> LowresCode:
+        """Code ``x``; with ``reconstruct=False`` only the streams are produced (x_hat is None)."""
+        ...
+
+    def decode(self, streams: tuple[bytes, ...], size: tuple[int, int], quality_code: int) -> LowresCode: ...

@@ -1,0 +1,76 @@
+"""Small building blocks shared by the downsampler and the fidelity decoder."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .bitstream import CODECS
+
+
+def sinusoidal(v: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
+    """Timestep-style embedding of scalars ``v`` (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    a = v.float()[:, None] * freqs[None] * 2 * math.pi
+    return torch.cat([a.sin(), a.cos()], dim=1)
+
+
+class DegradationEmbedding(nn.Module):
+    """Embeds the degradation descriptor (base codec, scale s, quality q) into one vector.
+
+    s enters as log(s) (bits fall roughly as 1/s**2), q as it is; both like diffusion timesteps.
+    """
+
+    def __init__(self, dim: int = 64) -> None:
+        super().__init__()
+        self.dim = dim
+        self.codec = nn.Embedding(len(CODECS), dim)
+        self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, codec_id: torch.Tensor, s: torch.Tensor, q: torch.Tensor | None = None) -> torch.Tensor:
+        """``q`` None means the quality is not known or not used (embedded as zeros)."""
+        e_s = sinusoidal(torch.log(s) / math.log(8.0), self.dim // 2, 10.0)
+        e_q = torch.zeros_like(e_s) if q is None else sinusoidal(q, self.dim // 2, 10.0)
+        e = torch.cat([e_s, e_q], dim=1)
+        return self.mlp(torch.cat([e, self.codec(codec_id)], dim=1))
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    """3x3 conv with replicate padding (so tiled and whole-image passes agree inside the margin)."""
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate")
+
+
+class FiLMResBlock(nn.Module):
+    """conv-act-conv residual block whose features are modulated by (1 + gamma) * h + beta."""
+
+    def __init__(self, channels: int, emb_dim: int) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(channels, channels)
+        self.conv2 = conv3x3(channels, channels)
+        self.act = nn.LeakyReLU(0.2)
+        self.film = nn.Linear(emb_dim, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(emb)[:, :, None, None].chunk(2, 1)
+        h = self.act(self.conv1(x))
+        h = h * (1 + gamma) + beta
+        return x + self.conv2(h)
+
+
+class ConfigModule(nn.Module):
+    """A module whose constructor arguments are its config (kept in ``self.config``).
+
+    Same idea as diffusers' ``register_to_config`` without importing diffusers, which costs about
+    5 s on these CPUs and would slow every command-line call.
+    """
+
+    config: dict
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)

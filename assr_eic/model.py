@@ -1,0 +1,173 @@
+"""The ASSR model: downsampler refinement, the learned base codec and one fidelity decoder per base codec.
+
+Saved as ONE safetensors file whose metadata holds the config (JSON), so a loader (the CLI, the
+ComfyUI node) rebuilds the modules from the file alone. The model fingerprint, written into every
+``.assr`` file, is the first 3 bytes of the SHA-256 over the tensors (names, dtypes, shapes, bytes).
+
+The learned codec's network is built on first use: it needs CompressAI, whose import costs several
+seconds, and AV1 files never need it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bitstream import CODECS
+from .rescale import Downsampler
+from .sr import SRDecoder
+
+FORMAT = "assr-eic-model"
+DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
+DEFAULT_CONFIG: dict = {
+    "downsampler": {"channels": 16, "blocks": 2, "emb_dim": 32},
+    "sr": {"channels": 32, "blocks": 4, "feat": 16, "head": 16, "emb_dim": 64},
+    "learned": {"N": 64, "M": 96, "levels": 6, "lmbda_min": 0.0018, "lmbda_max": 0.13},
+    "default_codec": "av1",
+}
+_LEARNED = "learned_codec."
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, unreadable or not an assr-eic model."""
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def fingerprint_of(tensors: dict[str, torch.Tensor]) -> bytes:
+    """First 3 bytes of SHA-256 over (name, dtype, shape, data) of every tensor, names sorted."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.digest()[:3]
+
+
+class ASSRModel(nn.Module):
+    """Everything with weights that an ``.assr`` file depends on."""
+
+    def __init__(self, config: dict | None = None) -> None:
+        super().__init__()
+        self.config = _merge(DEFAULT_CONFIG, config or {})
+        if self.config["default_codec"] not in CODECS:
+            raise ValueError(f"default_codec must be one of {CODECS}, got {self.config['default_codec']!r}")
+        self.downsampler = Downsampler(**self.config["downsampler"])
+        self.sr = nn.ModuleDict({c: SRDecoder(**self.config["sr"]) for c in CODECS})
+        self._learned_state: dict[str, torch.Tensor] | None = None  # loaded but not yet built
+        self.metadata: dict = {}
+        self.source: str = "in-memory"
+        self.eval()
+
+    @property
+    def learned_net(self):
+        """The learned codec network, built on first use (fresh and untrained for a new in-memory model)."""
+        if "learned_codec" not in self._modules:
+            from .codec.learned import VariableRateHyperprior
+
+            with torch.inference_mode(False):  # first use may be inside inference_mode: keep normal params
+                net = VariableRateHyperprior(**self.config["learned"])
+                if self._learned_state is not None:
+                    net.load_state_dict({k: v.clone() for k, v in self._learned_state.items()})
+                else:
+                    net.update(force=True)
+            self.add_module("learned_codec", net.eval())
+            self._learned_state = None
+        return self._modules["learned_codec"]
+
+    def codec(self, name: str):
+        """The base codec object for ``name`` ("av1" or "learned")."""
+        if name == "av1":
+            from .codec.av1 import AV1Codec
+
+            return AV1Codec()
+        if name == "learned":
+            from .codec.learned import LearnedCodec
+
+            return LearnedCodec(self.learned_net)
+        raise ValueError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All tensors as saved: the modules' state plus the learned codec's (built or not)."""
+        out = dict(self.state_dict())
+        if self._learned_state is not None:
+            out.update({_LEARNED + k: v for k, v in self._learned_state.items()})
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    @property
+    def fingerprint(self) -> bytes:
+        return fingerprint_of(self.tensors())
+
+    def save(self, path: str | os.PathLike, metadata: dict | None = None) -> None:
+        """Write one safetensors file (config and optional extra metadata in its header), atomically."""
+        from safetensors.torch import save_file
+
+        self.learned_net  # noqa: B018 - a file always carries the learned codec
+        tensors = self.tensors()
+        meta = {"format": FORMAT, "config": json.dumps(self.config), "fingerprint": fingerprint_of(tensors).hex()}
+        meta.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in (metadata or {}).items()})
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # safetensors creates files readable by the owner only
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ASSRModel:
+        """Load a model file; raises :class:`ModelFileError` with a clear sentence on any problem."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"model file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+        except Exception as e:  # safetensors raises several types for a bad header
+            raise ModelFileError(f"{path} is not a readable safetensors file ({e})") from None
+        if meta.get("format") != FORMAT:
+            raise ModelFileError(f"{path} is not an assr-eic model (no '{FORMAT}' format tag in its metadata)")
+        try:
+            model = cls(json.loads(meta["config"]))
+            learned = {k[len(_LEARNED) :]: v for k, v in tensors.items() if k.startswith(_LEARNED)}
+            rest = {k: v for k, v in tensors.items() if not k.startswith(_LEARNED)}
+            model.load_state_dict(rest)
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise ModelFileError(f"{path} does not match the assr-eic model layout ({e})") from None
+        if not learned:
+            raise ModelFileError(f"{path} has no learned-codec weights; it is incomplete")
+        model._learned_state = learned
+        model.source = str(path)
+        model.metadata = meta
+        return model
+
+
+_cache: dict[tuple[str, int], ASSRModel] = {}
+
+
+def load_model(path: str | os.PathLike | None = None) -> ASSRModel:
+    """Load a model file, or the shipped default when ``path`` is None (cached per file and mtime)."""
+    if path is None:
+        if not DEFAULT_MODEL_PATH.is_file():
+            raise ModelFileError(
+                f"the default model is missing at {DEFAULT_MODEL_PATH}; reinstall assr-eic or pass a model file"
+            )
+        path = DEFAULT_MODEL_PATH
+    path = Path(path).resolve()
+    key = (str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+    if key not in _cache:
+        _cache[key] = ASSRModel.load(path)
+    return _cache[key]

@@ -1,0 +1,228 @@
+"""Rate control: a target bpp -> the scale s and quality q of each image.
+
+Bits fall roughly as 1/s**2 and with q, so many (s, q) pairs meet a target; which one reconstructs
+best differs from image to image. For a few scales (spread over the range where the low-res image
+gets a sensible number of bits per pixel) the search finds the quality whose whole file lands within
++-``tolerance`` of the target, by interpolation on log(bytes) (about 3 encodes per scale; where the
+quality levels jump over the window it nudges s in its fine 1/64 steps instead). It then
+reconstructs each candidate with the fidelity decoder on a fixed sample of tiles and keeps the best
+PSNR.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .bitstream import MAX_SCALE, MIN_SCALE, quantize_scale
+from .codec.av1 import crf_from_quality
+from .codec.base import LowresCode
+from .model import ASSRModel
+from .pipeline import Encoded, downsample, encode_at
+
+MAX_CANDIDATES = 4
+LOWRES_BPP_RANGE = (0.06, 1.6)  # bits per LOW-RES pixel worth trying (where the base codecs are efficient)
+LOG_BYTES_PER_LEVEL = {"av1": 0.08, "learned": 0.012}  # initial slope guesses, refined by measurement
+MAX_PROBES = 8
+
+
+class RateError(ValueError):
+    """The requested bpp cannot be reached for this image; the message gives the reachable range."""
+
+
+def quality_levels(codec: str) -> list[int]:
+    """Quality codes that give distinct encodings, coarsest first."""
+    if codec == "av1":
+        seen: dict[int, int] = {}
+        for qc in range(256):
+            seen.setdefault(crf_from_quality(qc), qc)
+        return [seen[c] for c in sorted(seen, reverse=True)]
+    return list(range(256))
+
+
+def candidate_scales(target_bpp: float, n: int = MAX_CANDIDATES) -> list[float]:
+    """Up to ``n`` scales, geometrically spaced, where the low-res image gets a useful bit budget."""
+    lo = max(MIN_SCALE, math.sqrt(LOWRES_BPP_RANGE[0] / target_bpp))
+    hi = min(MAX_SCALE, math.sqrt(LOWRES_BPP_RANGE[1] / target_bpp))
+    hi, lo = max(hi, MIN_SCALE), min(lo, MAX_SCALE)
+    if hi <= lo * 1.05:
+        return [min(max(math.sqrt(lo * hi), MIN_SCALE), MAX_SCALE)]
+    return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+
+
+@dataclass
+class Candidate:
+    encoded: Encoded
+    psnr: float
+    lowres: LowresCode
+
+
+class _Search:
+    """Cached encodes of one image at (scale code, quality level index)."""
+
+    def __init__(self, model: ASSRModel, x: torch.Tensor, codec: str, prompt: str | None, lo: float, hi: float):
+        self.model, self.x, self.codec, self.prompt = model, x, codec, prompt
+        self.lo, self.hi = lo, hi
+        self.target = (lo + hi) / 2
+        self.levels = quality_levels(codec)
+        self.fingerprint = model.fingerprint
+        self.cache: dict[tuple[int, int], Encoded] = {}
+        self.lowres: dict[int, torch.Tensor] = {}
+        self.slope = LOG_BYTES_PER_LEVEL[codec]
+
+    def enc(self, sc: int, qi: int) -> Encoded:
+        key = (sc, qi)
+        if key not in self.cache:
+            if sc not in self.lowres:
+                self.lowres[sc] = downsample(self.model, self.x, self.codec, sc)
+            self.cache[key] = encode_at(
+                self.model, self.x, self.codec, sc, self.levels[qi], self.prompt,
+                fingerprint=self.fingerprint, x_lr=self.lowres[sc], reconstruct_lowres=False,
+            )  # fmt: skip
+        return self.cache[key]
+
+    def size(self, sc: int, qi: int) -> int:
+        return len(self.enc(sc, qi).data)
+
+    def fits(self, n: int) -> bool:
+        return self.lo <= n <= self.hi
+
+    def fit_level(self, sc: int, guess: int) -> tuple[int, int] | None:
+        """Interpolation search over quality levels at scale code ``sc``; s nudged across gaps."""
+        n = len(self.levels)
+        below, above = -1, n  # largest level known too small, smallest level known too big
+        g = min(max(guess, 0), n - 1)
+        for _ in range(MAX_PROBES):
+            size = self.size(sc, g)
+            if self.fits(size):
+                return sc, g
+            if size < self.lo:
+                below = max(below, g)
+            else:
+                above = min(above, g)
+            if above - below <= 1:
+                break
+            if below >= 0 and above < n:  # both sides known: interpolate log(bytes)
+                a, b = math.log(self.size(sc, below)), math.log(self.size(sc, above))
+                t = (math.log(self.target) - a) / max(b - a, 1e-9)
+                g = below + round(t * (above - below))
+            else:
+                g += round((math.log(self.target) - math.log(size)) / self.slope)
+            g = min(max(g, below + 1), above - 1)
+        if below < 0 or above >= n:
+            return None  # even the coarsest level is too big, or the finest too small, at this scale
+        return self.nudge_scale(sc, above)
+
+    def nudge_scale(self, sc: int, qi: int) -> tuple[int, int] | None:
+        """Level ``qi`` overshoots at ``sc``: coarsen s (bytes ~ 1/s**2) until the file fits."""
+        top = quantize_scale(MAX_SCALE)
+        cur = sc
+        for _ in range(4):
+            ratio = self.size(cur, qi) / self.target
+            nxt = min(top, max(cur + 1, round((64 + cur) * math.sqrt(ratio)) - 64))
+            if nxt == cur:
+                return None
+            cur = nxt
+            if self.fits(self.size(cur, qi)):
+                return cur, qi
+            if self.size(cur, qi) < self.lo:
+                return None
+        return None
+
+
+def _sample_boxes(H: int, W: int, grid: int = 3) -> list[tuple[int, int, int, int]]:
+    """A fixed grid x grid sample of tiles covering about a quarter of the image (all of a small one)."""
+    if H * W <= 256 * 256:
+        return [(0, H, 0, W)]
+    th, tw = max(1, H // (2 * grid)), max(1, W // (2 * grid))
+    boxes = []
+    for i in range(grid):
+        for j in range(grid):
+            y0 = (2 * i + 1) * H // (2 * grid) - th // 2
+            x0 = (2 * j + 1) * W // (2 * grid) - tw // 2
+            boxes.append((y0, y0 + th, x0, x0 + tw))
+    return boxes
+
+
+def sampled_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor) -> float:
+    """PSNR of the fidelity-decoded reconstruction over :func:`_sample_boxes` (exactly as decoded there)."""
+    bs = enc.bitstream
+    sr = model.sr[bs.codec]
+    H, W = x.shape[-2:]
+    unc = lowres.uncertainty if lowres.uncertainty is not None else torch.zeros_like(lowres.x_hat[:, :1])
+    se, count = 0.0, 0
+    with torch.inference_mode():
+        emb = sr.embedding(bs.codec, bs.scale, bs.quality)
+        for box in _sample_boxes(H, W):
+            y = sr.render_tile(lowres.x_hat, unc, emb, (H, W), box).clamp(0, 1)
+            # the decoder's output is rounded to 8 bits
+            y = torch.round(y * 255) / 255
+            ref = x[..., box[0] : box[1], box[2] : box[3]]
+            se += torch.sum((y - ref) ** 2).item()
+            count += ref.numel()
+    return 10 * math.log10(1.0 / max(se / count, 1e-12))
+
+
+def search(
+    model: ASSRModel,
+    x: torch.Tensor,
+    target_bpp: float,
+    codec: str,
+    prompt: str | None = None,
+    tolerance: float = 0.1,
+    max_candidates: int = MAX_CANDIDATES,
+    progress: Callable[[int, int], None] | None = None,
+) -> Encoded:
+    """Best-PSNR encoding whose whole file is within +-tolerance of ``target_bpp``."""
+    H, W = x.shape[-2:]
+    if not (target_bpp > 0 and math.isfinite(target_bpp)):
+        raise RateError(f"target bpp must be a positive number, got {target_bpp}")
+    target = target_bpp * H * W / 8
+    st = _Search(model, x, codec, prompt, (1 - tolerance) * target, (1 + tolerance) * target)
+    n = len(st.levels)
+    smallest = st.size(quantize_scale(MAX_SCALE), 0)
+    if smallest > st.hi:
+        raise RateError(
+            f"{target_bpp:g} bpp is below what this {W}x{H} image can reach: the smallest file is "
+            f"{smallest} bytes ({smallest * 8 / (H * W):.4f} bpp, scale {MAX_SCALE:g}, lowest quality)"
+        )
+    scales = candidate_scales(target_bpp, max_candidates)
+    total = 2 * len(scales)
+    found: list[tuple[int, int]] = []
+    guess = n // 2
+    for i, s in enumerate(sorted(scales, reverse=True)):  # coarsest first: cheapest encodes
+        if progress:
+            progress(i, total)
+        hit = st.fit_level(quantize_scale(s), guess)
+        if hit is not None and hit not in found:
+            found.append(hit)
+            guess = hit[1] - 3  # finer scales need coarser quality for the same bytes
+    if not found:  # fall back: the coarsest scale, where the file is smallest
+        hit = st.fit_level(quantize_scale(MAX_SCALE), guess)
+        if hit is not None:
+            found.append(hit)
+    if not found:
+        largest = st.size(0, n - 1)
+        if largest < st.lo:
+            raise RateError(
+                f"{target_bpp:g} bpp is above what this {W}x{H} image can reach with codec {codec}: the "
+                f"largest file is {largest} bytes ({largest * 8 / (H * W):.4f} bpp)"
+            )
+        raise RateError(f"no scale and quality land within {tolerance:.0%} of {target_bpp:g} bpp for this image")
+    best: Candidate | None = None
+    for j, (sc, qi) in enumerate(found):
+        if progress:
+            progress(len(scales) + j, total)
+        e = st.enc(sc, qi)
+        with torch.inference_mode():
+            lowres = model.codec(codec).decode(e.bitstream.streams, e.bitstream.lowres_size, e.bitstream.quality_code)
+        psnr = sampled_psnr(model, e, lowres, x)
+        if best is None or psnr > best.psnr:
+            best = Candidate(e, psnr, lowres)
+    if progress:
+        progress(total, total)
+    best.encoded.lowres = best.lowres
+    return best.encoded

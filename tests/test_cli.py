@@ -1,0 +1,100 @@
+"""The command line, end to end in subprocesses, including its error exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLI = [sys.executable, "-m", "assr_eic.cli"]
+
+
+def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory, photo) -> Path:
+    p = tmp_path_factory.mktemp("cli") / "photo.png"
+    Image.fromarray(photo).save(p)
+    return p
+
+
+def test_compress_info_decompress(tmp_path, png, model_path, photo):
+    out = tmp_path / "a.assr"
+    r = run("compress", str(png), "-o", str(out), "--bpp", "0.05", "--model", model_path, "--prompt", "astronaut")
+    assert "bpp" in r.stdout
+    info = json.loads(run("info", str(out), "--json").stdout)
+    assert info["width"] == 512 and info["height"] == 384 and info["prompt"] == "astronaut"
+    assert info["bytes"] == out.stat().st_size and abs(info["bpp"] - 0.05) <= 0.005
+    assert info["bpp"] == out.stat().st_size * 8 / (512 * 384)
+    text = run("info", str(out)).stdout
+    assert "512x384" in text and info["model_fingerprint"] in text
+    dec = tmp_path / "a.png"
+    run("decompress", str(out), "-o", str(dec), "--model", model_path)
+    img = np.asarray(Image.open(dec))
+    assert img.shape == photo.shape
+    mse = np.mean((img.astype(float) - photo) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 18
+    big = tmp_path / "b.png"
+    run("decompress", str(out), "-o", str(big), "--size", "1000x700", "--model", model_path)
+    assert Image.open(big).size == (1000, 700)
+
+
+def test_scale_quality_mode(tmp_path, png, model_path):
+    out = tmp_path / "b.assr"
+    run("compress", str(png), "-o", str(out), "--scale", "3", "--quality", "0.5", "--model", model_path)
+    info = json.loads(run("info", str(out), "--json").stdout)
+    assert info["scale"] == 3.0 and abs(info["quality"] - 0.5) < 0.003
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, png, model_path) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("files")
+    junk = d / "junk.bin"
+    junk.write_bytes(os.urandom(300))
+    good = d / "good.assr"
+    run("compress", str(png), "-o", str(good), "--scale", "4", "--quality", "0.2", "--model", model_path)
+    corrupt = d / "corrupt.assr"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    corrupt.write_bytes(bytes(data))
+    return {"junk": str(junk), "good": str(good), "corrupt": str(corrupt)}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["compress", "{png}", "-o", "{tmp}/x.assr"], "give --bpp"),
+        (["compress", "{png}", "-o", "{tmp}/x.assr", "--scale", "9", "--quality", "0.5"], "scale must be in"),
+        (["compress", "{png}", "-o", "{tmp}/x.assr", "--bpp", "0.00001"], "below what"),
+        (["compress", "{tmp}/missing.png", "-o", "{tmp}/x.assr", "--bpp", "0.1"], "image not found"),
+        (["compress", "{junk}", "-o", "{tmp}/x.assr", "--bpp", "0.1"], "cannot read"),
+        (["compress", "{png}", "-o", "{tmp}/x.assr", "--bpp", "0.1", "--model", "{junk}"], "not a readable"),
+        (["compress", "{png}", "-o", "{tmp}/nodir/x.assr", "--bpp", "0.1"], "does not exist"),
+        (["info", "{junk}"], "not an .assr file"),
+        (["info", "{tmp}/missing.assr"], "file not found"),
+        (["decompress", "{junk}", "-o", "{tmp}/y.png"], "not an .assr file"),
+        (["decompress", "{corrupt}", "-o", "{tmp}/y.png"], "CRC"),
+        (["decompress", "{good}", "-o", "{tmp}/y.png"], "written with model"),
+        (["decompress", "{good}", "-o", "{tmp}/y.png", "--size", "0x5", "--model", "{model}"], "at least 1x1"),
+        (["decompress", "{good}", "-o", "{tmp}/y.png", "--size", "99999x99999", "--model", "{model}"], "at most"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, png, model_path, files, args, message):
+    subs = {"png": str(png), "tmp": str(tmp_path), "model": model_path, **files}
+    r = run(*[a.format(**subs) for a in args], ok=False)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not (tmp_path / "x.assr").exists() and not (tmp_path / "y.png").exists()

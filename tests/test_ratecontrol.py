@@ -1,0 +1,60 @@
+"""Target bpp: files land within +-10% where reachable; otherwise a clear range."""
+
+from __future__ import annotations
+
+import pytest
+
+from assr_eic.bitstream import parse
+from assr_eic.pipeline import compress
+from assr_eic.ratecontrol import RateError, quality_levels
+
+
+@pytest.mark.parametrize("target", [0.02, 0.05, 0.15, 0.3])
+def test_av1_lands_within_10_percent(model, photo, target):
+    data = compress(photo, target_bpp=target, codec="av1", model=model)
+    bs = parse(data)
+    assert abs(bs.bpp - target) <= 0.1 * target
+    assert bs.bpp == len(data) * 8 / (384 * 512)
+
+
+def test_learned_lands_within_10_percent(model, photo):
+    bs = parse(compress(photo, target_bpp=0.1, codec="learned", model=model))
+    assert abs(bs.bpp - 0.1) <= 0.01
+
+
+def test_prompt_bytes_count(model, photo):
+    bs = parse(compress(photo, target_bpp=0.05, codec="av1", prompt="an astronaut in a white suit", model=model))
+    assert bs.prompt == "an astronaut in a white suit"
+    assert abs(bs.bpp - 0.05) <= 0.005
+
+
+def test_scale_differs_between_images(model, photo, photo2):
+    a = parse(compress(photo, target_bpp=0.05, codec="av1", model=model))
+    b = parse(compress(photo2, target_bpp=0.3, codec="av1", model=model))
+    assert a.scale != b.scale
+
+
+def test_unreachable_low_rate_names_the_range(model, photo):
+    with pytest.raises(RateError, match=r"below what this 512x384 image can reach: the smallest file is \d+ bytes"):
+        compress(photo, target_bpp=0.0005, codec="av1", model=model)
+
+
+def test_unreachable_high_rate_names_the_range(model, photo):
+    with pytest.raises(RateError, match="above what this 512x384 image can reach"):
+        compress(photo, target_bpp=40.0, codec="av1", model=model)
+
+
+def test_progress_is_reported(model, photo):
+    seen = []
+    compress(photo, target_bpp=0.05, codec="av1", model=model, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1]
+
+
+def test_quality_levels():
+    assert len(quality_levels("av1")) == 63 and len(quality_levels("learned")) == 256
+
+
+@pytest.mark.parametrize("kw", [dict(target_bpp=0.1, scale=2.0), dict(scale=2.0), dict(quality=0.5), {}])
+def test_bad_argument_combinations(model, photo, kw):
+    with pytest.raises(ValueError):
+        compress(photo, model=model, **kw)
