@@ -1,4 +1,4 @@
-"""The ASSR model: downsampler refinement, the learned base codec and one fidelity decoder per base codec.
+"""The ASSR model: per base codec a downsampler refinement and a fidelity decoder, plus the learned codec.
 
 Saved as ONE safetensors file whose metadata holds the config (JSON), so a loader (the CLI, the
 ComfyUI node) rebuilds the modules from the file alone. The model fingerprint, written into every
@@ -27,7 +27,7 @@ FORMAT = "assr-eic-model"
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
 DEFAULT_CONFIG: dict = {
     "downsampler": {"channels": 16, "blocks": 2, "emb_dim": 32},
-    "sr": {"channels": 32, "blocks": 4, "feat": 16, "head": 16, "emb_dim": 64},
+    "sr": {"channels": 32, "blocks": 4, "head": 16, "emb_dim": 64},
     "learned": {"N": 64, "M": 96, "levels": 6, "lmbda_min": 0.0018, "lmbda_max": 0.13},
     "default_codec": "av1",
 }
@@ -63,7 +63,8 @@ class ASSRModel(nn.Module):
         self.config = _merge(DEFAULT_CONFIG, config or {})
         if self.config["default_codec"] not in CODECS:
             raise ValueError(f"default_codec must be one of {CODECS}, got {self.config['default_codec']!r}")
-        self.downsampler = Downsampler(**self.config["downsampler"])
+        # one downsampler and one decoder per base codec: each pair is trained with its codec
+        self.downsampler = nn.ModuleDict({c: Downsampler(**self.config["downsampler"]) for c in CODECS})
         self.sr = nn.ModuleDict({c: SRDecoder(**self.config["sr"]) for c in CODECS})
         self._learned_state: dict[str, torch.Tensor] | None = None  # loaded but not yet built
         self.metadata: dict = {}

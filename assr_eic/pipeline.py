@@ -91,7 +91,7 @@ def downsample(model: ASSRModel, x: torch.Tensor, codec: str, scale_code: int) -
     """The low-res image the base codec codes at this scale (resampling + learned refinement)."""
     size = lowres_size(*x.shape[-2:], scale_code)
     with torch.inference_mode():
-        return model.downsampler(x, size, codec, 1 + scale_code / 64)
+        return model.downsampler[codec](x, size, codec, 1 + scale_code / 64)
 
 
 def encode_at(

@@ -2,10 +2,11 @@
 
 It undoes the downsampling and the base codec's artefacts together, conditioned on the degradation
 (codec, s, q). The heavy part (a FiLM-conditioned residual trunk) runs at low resolution; at output
-resolution a light head reads, for every output pixel, the bilinearly sampled trunk features, the
-bicubic-upsampled image and the pixel's sub-pixel offset in the low-res grid (a local implicit
-decoder in the LIIF spirit, with a 3x3 conv head instead of a per-pixel MLP, measured cheaper per
-CPU millisecond), and adds a residual to the bicubic image.
+resolution a per-pixel MLP (a local implicit decoder in the LIIF spirit) reads, for every output
+pixel, the bilinearly sampled trunk features, the bicubic-upsampled colour and the pixel's sub-pixel
+phase in the low-res grid (sin/cos of 2 pi u, continuous across pixel borders), and adds a residual to
+the bicubic image. The MLP's first layer is linear in the features, so it runs at LOW resolution
+before sampling: the work per output pixel is a few hundred multiply-adds.
 
 Large outputs are processed in tiles over the output: each tile runs the trunk on its low-res
 footprint plus a margin wider than the trunk's receptive field, so peak memory is bounded by the tile
@@ -39,23 +40,26 @@ def _coords(n_out: int, n_in: int, start: int, stop: int) -> torch.Tensor:
 class SRDecoder(ConfigModule):
     """Degradation-aware arbitrary-scale upsampler."""
 
-    def __init__(self, channels: int = 32, blocks: int = 4, feat: int = 16, head: int = 16, emb_dim: int = 64):
+    def __init__(self, channels: int = 32, blocks: int = 4, head: int = 16, emb_dim: int = 64):
         super().__init__()
-        self.config = {"channels": channels, "blocks": blocks, "feat": feat, "head": head, "emb_dim": emb_dim}
+        self.config = {"channels": channels, "blocks": blocks, "head": head, "emb_dim": emb_dim}
         self.embed = DegradationEmbedding(emb_dim)
         self.trunk_in = conv3x3(4, channels)  # RGB + uncertainty
         self.trunk = nn.ModuleList(FiLMResBlock(channels, emb_dim) for _ in range(blocks))
-        self.trunk_out = conv3x3(channels, feat)
-        self.head1 = nn.Conv2d(feat + 3 + 2, head, 3)
-        self.head2 = nn.Conv2d(head, 3, 3)
+        # the first head layer's feature part, applied at low res (linear maps commute with bilinear sampling)
+        self.trunk_out = conv3x3(channels, head)
+        self.head_rgb = nn.Conv2d(3, head, 1, bias=False)  # bicubic colour of the output pixel
+        self.head_pos = nn.Conv2d(4, head, 1, bias=False)  # sub-pixel phase: sin/cos of 2 pi u, per axis
+        self.head_mid = nn.Conv2d(head, head, 1)
+        self.head_out = nn.Conv2d(head, 3, 1)
         self.act = nn.LeakyReLU(0.2)
-        nn.init.zeros_(self.head2.weight)
-        nn.init.zeros_(self.head2.bias)
+        nn.init.zeros_(self.head_out.weight)
+        nn.init.zeros_(self.head_out.bias)
 
     @property
     def margin(self) -> int:
         """Low-res pixels of context a tile needs on each side (trunk receptive field + bicubic support)."""
-        return 2 * self.config["blocks"] + 2 + 3
+        return self.config["blocks"] * 2 + 2 + 3
 
     def embedding(self, codec: str, s: float, q: float, batch: int = 1) -> torch.Tensor:
         return self.embed(
@@ -70,21 +74,6 @@ class SRDecoder(ConfigModule):
             h = block(h, emb)
         return self.trunk_out(h)
 
-    def _render(
-        self, x: torch.Tensor, feat: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor, offset: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bicubic base and head input at output pixels with low-res coordinates uy (rows) x ux (cols)."""
-        hc, wc = x.shape[-2:]
-        gy = ((uy - offset[0] + 0.5) / hc * 2 - 1).float()
-        gx = ((ux - offset[1] + 0.5) / wc * 2 - 1).float()
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None].expand(x.shape[0], -1, -1, -1)
-        base = nn.functional.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
-        f = nn.functional.grid_sample(feat, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        ry = (uy - torch.round(uy)).float()[:, None].expand(-1, len(ux))
-        rx = (ux - torch.round(ux)).float()[None, :].expand(len(uy), -1)
-        rel = torch.stack([ry, rx])[None].expand(x.shape[0], -1, -1, -1)
-        return base, torch.cat([f, base, rel], 1)
-
     def render_tile(
         self,
         x: torch.Tensor,
@@ -93,26 +82,32 @@ class SRDecoder(ConfigModule):
         size: tuple[int, int],
         box: tuple[int, int, int, int],
     ) -> torch.Tensor:
-        """Output pixels rows y0:y1, cols x0:x1 of the full ``size`` output (unclamped)."""
+        """Output pixels rows y0:y1, cols x0:x1 of the full ``size`` output (unclamped).
+
+        Every output pixel depends only on its own low-res neighbourhood, so tiles need no halo.
+        """
         H, W = size
         h, w = x.shape[-2:]
         y0, y1, x0, x1 = box
-        m, halo = self.margin, 2  # the head is two valid 3x3 convs
-        hy0, hy1, hx0, hx1 = max(y0 - halo, 0), min(y1 + halo, H), max(x0 - halo, 0), min(x1 + halo, W)
-        uy, ux = _coords(H, h, hy0, hy1), _coords(W, w, hx0, hx1)
-        ly0 = max(0, math.floor(uy[0].item()) - m)
-        ly1 = min(h, math.ceil(uy[-1].item()) + m + 1)
-        lx0 = max(0, math.floor(ux[0].item()) - m)
-        lx1 = min(w, math.ceil(ux[-1].item()) + m + 1)
+        m = self.margin
+        uy, ux = _coords(H, h, y0, y1), _coords(W, w, x0, x1)
+        ly0, ly1 = max(0, math.floor(uy[0].item()) - m), min(h, math.ceil(uy[-1].item()) + m + 1)
+        lx0, lx1 = max(0, math.floor(ux[0].item()) - m), min(w, math.ceil(ux[-1].item()) + m + 1)
         xc = x[..., ly0:ly1, lx0:lx1]
-        feat = self.features(xc, uncertainty[..., ly0:ly1, lx0:lx1], emb)
-        base, inp = self._render(xc, feat, uy, ux, (ly0, lx0))
-        # replicate where the halo was clipped by the image border, as a whole-image pass would
-        pad = (halo - (x0 - hx0), halo - (hx1 - x1), halo - (y0 - hy0), halo - (hy1 - y1))
-        inp = nn.functional.pad(inp, pad, mode="replicate")
-        r = self.head2(self.act(self.head1(inp)))
-        ty, tx = y0 - hy0, x0 - hx0
-        return base[..., ty : ty + y1 - y0, tx : tx + x1 - x0] + r
+        g = self.features(xc, uncertainty[..., ly0:ly1, lx0:lx1], emb)
+        gy = ((uy - ly0 + 0.5) / (ly1 - ly0) * 2 - 1).float()
+        gx = ((ux - lx0 + 0.5) / (lx1 - lx0) * 2 - 1).float()
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None].expand(x.shape[0], -1, -1, -1)
+        base = nn.functional.grid_sample(xc, grid, mode="bicubic", padding_mode="border", align_corners=False)
+        hid = nn.functional.grid_sample(g, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        py, px = (2 * math.pi * uy).float(), (2 * math.pi * ux).float()
+        # phase term: rank-2 per axis, so it is computed as row and column vectors and broadcast
+        wy, wx = self.head_pos.weight[:, :2, 0, 0], self.head_pos.weight[:, 2:, 0, 0]
+        pos_y = wy @ torch.stack([py.sin(), py.cos()])  # (head, rows)
+        pos_x = wx @ torch.stack([px.sin(), px.cos()])  # (head, cols)
+        hid = hid + self.head_rgb(base) + pos_y[None, :, :, None] + pos_x[None, :, None, :]
+        hid = self.act(self.head_mid(self.act(hid)))
+        return base + self.head_out(hid)
 
     def forward(
         self,

@@ -16,7 +16,7 @@ def model_path(tmp_path_factory) -> str:
     # perturb the zero-initialised output layers so the decoder is not just bicubic
     with torch.no_grad():
         for sr in m.sr.values():
-            sr.head2.weight.normal_(0, 0.01)
+            sr.head_out.weight.normal_(0, 0.01)
     path = tmp_path_factory.mktemp("model") / "test-model.safetensors"
     m.save(path)
     return str(path)

@@ -25,7 +25,7 @@ def test_fingerprint_depends_on_weights(model):
     m2 = ASSRModel(model.config)
     m2.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
-        m2.sr["av1"].head1.bias[0] += 1e-3
+        m2.sr["av1"].head_mid.bias[0] += 1e-3
     assert m2.fingerprint != model.fingerprint
 
 

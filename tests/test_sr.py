@@ -14,7 +14,7 @@ def sr() -> SRDecoder:
     torch.manual_seed(0)
     net = SRDecoder().eval()
     with torch.no_grad():
-        net.head2.weight.normal_(0, 0.05)
+        net.head_out.weight.normal_(0, 0.05)
         for b in net.trunk:
             b.film.weight.normal_(0, 0.1)
     return net

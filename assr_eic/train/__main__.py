@@ -1,0 +1,97 @@
+"""``python -m assr_eic.train {av1,learned} ...``: train a part of the model and write a model file.
+
+Examples::
+
+    python -m assr_eic.train av1 --minutes 40 --out model.safetensors
+    python -m assr_eic.train learned --init model.safetensors --minutes 25 --out model.safetensors
+    torchrun --nproc-per-node 8 -m assr_eic.train learned --minutes 600 ...   # same code, many GPUs
+
+Training data: the photos fetched by ``python -m assr_eic.train.data`` into ``--data`` (never the
+Kodak evaluation crops). Interrupted runs resume from ``--workdir`` when started again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import ASSRModel
+
+
+def load_photos(folder: Path) -> dict[str, np.ndarray]:
+    from PIL import Image
+
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"no training photos in {folder}; run: python -m assr_eic.train.data --cache {folder.parent}")
+    return {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in files}
+
+
+def split(photos: dict[str, np.ndarray], n_val: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Every k-th photo (by name) is held out for validation; the rest trains."""
+    names = sorted(photos)
+    k = max(2, len(names) // max(1, n_val))
+    val = [photos[n] for i, n in enumerate(names) if i % k == k - 1][:n_val]
+    val_names = {n for i, n in enumerate(names) if i % k == k - 1}
+    return [photos[n] for n in names if n not in val_names], val
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m assr_eic.train", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "part", choices=["av1", "learned"], help="av1: the AV1 decoder; learned: the learned codec end to end"
+    )
+    p.add_argument("--data", default=".cache/data", help="data cache (photos under DATA/train)")
+    p.add_argument("--init", help="start from this model file (default: a fresh model)")
+    p.add_argument("--out", required=True, help="model file to write")
+    p.add_argument("--workdir", default=".cache/train", help="checkpoints and logs (resumable)")
+    p.add_argument("--minutes", type=float, default=30.0, help="training time budget (all resumed runs together)")
+    p.add_argument("--steps", type=int, help="stop after this many steps instead")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=160)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    model = ASSRModel.load(a.init) if a.init else ASSRModel()
+    photos = load_photos(Path(a.data) / "train")
+    train_imgs, val_imgs = split(photos, n_val=4)
+    workdir = Path(a.workdir) / a.part
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if a.part == "av1":
+        from .sr_av1 import train
+
+        result = train(model, train_imgs, val_imgs, workdir, a.minutes, a.steps, a.batch, a.crop, lr=a.lr, seed=a.seed)
+    else:
+        from .learned import train
+
+        result = train(model, train_imgs, val_imgs, workdir, a.minutes, a.steps, a.batch, a.crop, lr=a.lr, seed=a.seed)
+    card = {
+        f"train_{a.part}": {
+            **result,
+            "command": "python -m assr_eic.train " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+            "photos": len(train_imgs),
+            "val_photos": len(val_imgs),
+            "hardware": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+            "wall_minutes_this_run": round((time.time() - t0) / 60, 1),
+        }
+    }
+    meta = {k: v for k, v in getattr(model, "metadata", {}).items() if k.startswith("train_")}
+    meta.update({k: json.dumps(v) for k, v in card.items()})
+    model.save(a.out, meta)
+    print(f"wrote {a.out} (fingerprint {model.fingerprint.hex()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Fixtures for the node-pack tests: a real ComfyUI (fetched by scripts/fetch_comfyui.sh into .cache/),
+in-process for the node functions and as a server for the API and browser tests.
+
+Every test module here is marked ``comfy``; run them with ``pytest tests/comfy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def comfy_root() -> Path:
+    return harness.fetch_comfyui()
+
+
+@pytest.fixture(scope="session")
+def comfy_inproc(comfy_root, tmp_path_factory):
+    """ComfyUI imported into this process, custom nodes loaded (ENVIRONMENT.md's recipe), with its
+    folders in a fresh base folder. Returns ComfyUI's ``nodes`` module."""
+    base = harness.make_base(tmp_path_factory.mktemp("comfy-inproc"))
+    sys.path.insert(0, str(comfy_root))
+    import comfy.cli_args  # noqa: E402  (ComfyUI's, first on sys.path now)
+
+    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.base_directory = str(base)
+    import folder_paths
+    import utils.install_util  # noqa: F401  (before `nodes`, else comfy/utils.py shadows the utils package)
+
+    assert Path(folder_paths.base_path) == base, "folder_paths was imported before the base folder was set"
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    missing = [n for n in EXPECTED_NODES if n not in nodes.NODE_CLASS_MAPPINGS]
+    assert not missing, f"the pack did not register {missing}"
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def folders(comfy_inproc):
+    import folder_paths
+
+    return {
+        "input": Path(folder_paths.get_input_directory()),
+        "output": Path(folder_paths.get_output_directory()),
+        "models": Path(folder_paths.models_dir),
+    }
+
+
+@pytest.fixture(scope="session")
+def server(comfy_root, tmp_path_factory):
+    """The real ComfyUI server with the pack in custom_nodes/ and the photographs in its input folder."""
+    base = harness.make_base(tmp_path_factory.mktemp("comfy-server"))
+    harness.put_photos(base / "input")
+    srv = harness.ComfyServer(base).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(server) -> dict:
+    return server.get("/object_info")
+
+
+EXPECTED_NODES = (
+    "ASSR_LoadModel",
+    "ASSR_Encode",
+    "ASSR_SaveBitstream",
+    "ASSR_LoadBitstream",
+    "ASSR_Decode",
+    "ASSR_BitstreamInfo",
+    "ASSR_Compare",
+)
