@@ -83,7 +83,7 @@ def _save_png(im: Image.Image, path: Path, max_side: int = MAX_SIDE) -> Path:
         f = max_side / max(w, h)
         im = im.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
+    tmp = path.with_name(path.name + ".partial")
     im.save(tmp, "PNG")
     os.replace(tmp, path)
     return path
@@ -202,8 +202,9 @@ def photo_check(im: Image.Image, is_jpeg: bool) -> str | None:
        512 px centre crop at full resolution must be <= ``MAX_NOISE_SIGMA_WITHOUT_CAMERA`` (2.0).
        Downsized wallpaper photographs measured 0.2-1.3; grain-textured paintings 2.5-15.
 
-    Smooth abstract renders can still pass, hence the hand-checked ``KNOWN_ARTWORK`` list applied by
-    ``select_photos``.
+    Tuned on these wallpaper packages only: a small, noisy, unprocessed photo (scikit-image's coffee,
+    sigma 3.9) fails check 3, and smooth abstract renders can still pass, hence the hand-checked
+    ``KNOWN_ARTWORK`` list applied by ``select_photos``.
     """
     if not is_jpeg:
         return "not JPEG (PNG wallpapers here are renders or vector art)"
@@ -270,9 +271,10 @@ def _thumb(im: Image.Image) -> np.ndarray:
 def select_photos(package: str, root: Path) -> tuple[list[Wallpaper], dict[str, str], dict[str, str]]:
     """Photographs among an unpacked wallpaper package: (kept, rejected pictures -> why, skipped files -> why).
 
-    One file per picture (the largest; KDE size variants, symlinks and previews are skipped), then
-    ``photo_check``, then ``KNOWN_ARTWORK``, then near-duplicates (same 32x32 thumbnail within 4 levels
-    mean absolute difference and the same aspect ratio within 2%; the larger file is kept).
+    One file per picture (the largest; KDE size variants, symlinks and previews are skipped); then, from
+    the largest file down, near-duplicates are rejected (same 32x32 thumbnail within 4 levels mean
+    absolute difference and aspect ratio within 2% of an earlier file), then ``photo_check``, then
+    ``KNOWN_ARTWORK``.
     """
     cands, skipped = _candidates(package, root)
     cands.sort(key=lambda c: -_pixels(c.path))
@@ -281,17 +283,18 @@ def select_photos(package: str, root: Path) -> tuple[list[Wallpaper], dict[str, 
     thumbs: list[tuple[np.ndarray, float, str]] = []
     for c in cands:
         with Image.open(c.path) as im:
-            reason = photo_check(im, im.format == "JPEG")
+            reason = None
+            t, aspect = _thumb(im), im.size[0] / im.size[1]
+            for t2, aspect2, ident2 in thumbs:
+                if abs(aspect / aspect2 - 1) < 0.02 and np.abs(t - t2).mean() < 4:
+                    reason = f"near-duplicate of {ident2}"
+                    break
+            else:
+                thumbs.append((t, aspect, c.ident))
+            if reason is None:
+                reason = photo_check(im, im.format == "JPEG")
             if reason is None and c.ident in KNOWN_ARTWORK.get(package, ()):
                 reason = "known abstract render (hand-checked list)"
-            if reason is None:
-                t, aspect = _thumb(im), im.size[0] / im.size[1]
-                for t2, aspect2, ident2 in thumbs:
-                    if abs(aspect / aspect2 - 1) < 0.02 and np.abs(t - t2).mean() < 4:
-                        reason = f"near-duplicate of {ident2}"
-                        break
-                else:
-                    thumbs.append((t, aspect, c.ident))
         if reason is None:
             kept.append(c)
         else:

@@ -1,0 +1,160 @@
+"""Training/evaluation data helpers that need no network: crops, the photo check, wallpaper selection."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from assr_eic.train.data import (
+    KODAK_MEMBERS,
+    CropDataset,
+    fetch_eval_set,
+    load_eval_set,
+    noise_sigma,
+    photo_check,
+    select_photos,
+)
+
+
+def jpeg(img: np.ndarray, quality: int = 92) -> Image.Image:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def camera_jpeg_bytes(img: np.ndarray) -> bytes:
+    """A JPEG whose EXIF names a camera model, as a camera (or a photo editor keeping EXIF) writes it."""
+    exif = Image.Exif()
+    exif[272] = "Test Camera"
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=92, exif=exif)
+    return buf.getvalue()
+
+
+def camera_jpeg(img: np.ndarray) -> Image.Image:
+    return Image.open(io.BytesIO(camera_jpeg_bytes(img)))
+
+
+@pytest.fixture(scope="module")
+def cat() -> np.ndarray:
+    """scikit-image's chelsea at 2x (bicubic): a photo as smooth at pixel level as a downsized wallpaper."""
+    from skimage import data
+
+    im = Image.fromarray(data.chelsea())
+    return np.asarray(im.resize((im.width * 2, im.height * 2), Image.Resampling.BICUBIC))
+
+
+def gradient(h: int = 300, w: int = 400) -> np.ndarray:
+    ramp = np.linspace(0, 255, w)[None, :, None]
+    return np.broadcast_to(ramp, (h, w, 3)).astype(np.uint8)
+
+
+class TestCropDataset:
+    @pytest.fixture
+    def ds(self, photo, photo2) -> CropDataset:
+        return CropDataset([photo, photo2], size=64, samples_per_image=3, seed=7)
+
+    def test_items(self, ds):
+        assert len(ds) == 6
+        x = ds[0]
+        assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+        assert 0 <= float(x.min()) and float(x.max()) <= 1
+
+    def test_deterministic_given_seed_index_epoch(self, ds, photo, photo2):
+        again = CropDataset([photo, photo2], size=64, samples_per_image=3, seed=7)
+        assert torch.equal(ds[4], again[4])
+        assert not torch.equal(ds[4], ds[2])
+        first = ds[4]
+        ds.set_epoch(1)
+        assert not torch.equal(first, ds[4])
+
+    def test_small_image_is_upscaled(self):
+        ds = CropDataset([np.full((20, 30, 3), 128, np.uint8)], size=48, jitter=0.0)
+        x = ds[0]
+        assert x.shape == (3, 48, 48)
+        assert torch.allclose(x, torch.full_like(x, 128 / 255), atol=1e-6)
+
+    def test_no_jitter_keeps_pixel_values(self, photo):
+        ds = CropDataset([photo], size=32, scale_range=(1.0, 1.0), jitter=0.0)
+        vals = (ds[0] * 255).round().to(torch.uint8)
+        assert torch.allclose(ds[0] * 255, vals.float(), atol=1e-3)  # a pure crop + flip/rotation
+
+    @pytest.mark.parametrize(
+        "kwargs", [{"size": 0}, {"scale_range": (0.0, 1.0)}, {"scale_range": (1.0, 0.5)}, {"jitter": 1.5}]
+    )
+    def test_bad_arguments(self, photo, kwargs):
+        with pytest.raises(ValueError):
+            CropDataset([photo], **kwargs)
+
+    def test_rejects_non_uint8(self, photo):
+        with pytest.raises(ValueError, match="uint8"):
+            CropDataset([photo.astype(np.float32)])
+
+
+class TestPhotoCheck:
+    def test_real_photo_passes(self, photo, cat):
+        assert photo_check(jpeg(cat), is_jpeg=True) is None
+        # small detailed photos measure above the grain limit; camera EXIF skips that check
+        assert photo_check(camera_jpeg(photo), is_jpeg=True) is None
+
+    def test_png_rejected(self, photo):
+        assert "not JPEG" in photo_check(Image.fromarray(photo), is_jpeg=False)
+
+    def test_flat_gradient_rejected(self):
+        assert "flat" in photo_check(jpeg(gradient()), is_jpeg=True)
+
+    def test_grain_rejected(self, cat):
+        grainy = np.clip(cat + np.random.default_rng(0).normal(0, 12, cat.shape), 0, 255).astype(np.uint8)
+        assert "grain" in photo_check(jpeg(grainy, 98), is_jpeg=True)
+
+    def test_noise_sigma_of_white_noise(self):
+        n = np.random.default_rng(0).normal(128, 5, (256, 256))
+        assert noise_sigma(n) == pytest.approx(5, rel=0.05)
+        assert noise_sigma(np.full((32, 32), 7.0)) == 0
+
+
+class TestSelectPhotos:
+    def test_wallpaper_package_layout(self, tmp_path, photo, cat):
+        kde = tmp_path / "usr/share/wallpapers/Astro/contents"
+        (kde / "images").mkdir(parents=True)
+        (kde / "images/512x384.jpg").write_bytes(camera_jpeg_bytes(photo))
+        Image.fromarray(photo[::2, ::2]).save(kde / "images/256x192.jpg", quality=92)
+        os.symlink(kde / "images/512x384.jpg", kde / "images/1024x768.jpg")
+        Image.fromarray(photo[::4, ::4]).save(kde / "screenshot.jpg")
+        flat = tmp_path / "usr/share/backgrounds"
+        flat.mkdir(parents=True)
+        Image.fromarray(cat).save(flat / "cat_big.jpg", quality=95)
+        Image.fromarray(cat[::2, ::2]).save(flat / "cat_small.jpg", quality=95)
+        Image.fromarray(gradient()).save(flat / "ramp.jpg", quality=95)
+        Image.fromarray(np.ascontiguousarray(photo[::-1])).save(flat / "render.png")
+
+        kept, rejected, skipped = select_photos("some-wallpapers", tmp_path)
+        assert sorted(w.ident for w in kept) == ["Astro", "cat_big"]
+        assert next(w for w in kept if w.ident == "Astro").path.name == "512x384.jpg"
+        assert rejected["cat_small"].startswith("near-duplicate")
+        assert "flat" in rejected["ramp"] and "not JPEG" in rejected["render"]
+        assert set(skipped) == {
+            "usr/share/wallpapers/Astro/contents/images/256x192.jpg",
+            "usr/share/wallpapers/Astro/contents/screenshot.jpg",
+        }
+
+
+class TestEvalSet:
+    def test_missing_eval_set_says_how_to_fetch(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="python -m assr_eic.train.data"):
+            load_eval_set(tmp_path)
+
+    def test_fetch_is_a_no_op_when_present(self, tmp_path, photo):
+        (tmp_path / "kodak").mkdir()
+        for name in KODAK_MEMBERS.values():
+            Image.fromarray(photo).save(tmp_path / "kodak" / f"{name}.png")
+        paths = fetch_eval_set(tmp_path)  # must not touch the network
+        assert [p.stem for p in paths] == ["kodim03", "kodim04", "kodim06", "kodim08", "kodim19"]
+        images = load_eval_set(tmp_path)
+        assert list(images) == [p.stem for p in paths]
+        assert all(np.array_equal(v, photo) for v in images.values())
