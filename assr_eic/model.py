@@ -101,6 +101,8 @@ class ASSRModel(nn.Module):
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """All tensors as saved: the modules' state plus the learned codec's (built or not)."""
+        if "learned_codec" not in self._modules and self._learned_state is None:
+            self.learned_net  # noqa: B018 - a fresh model draws its learned codec now, so the fingerprint is stable
         out = dict(self.state_dict())
         if self._learned_state is not None:
             out.update({_LEARNED + k: v for k, v in self._learned_state.items()})
@@ -114,7 +116,6 @@ class ASSRModel(nn.Module):
         """Write one safetensors file (config and optional extra metadata in its header), atomically."""
         from safetensors.torch import save_file
 
-        self.learned_net  # noqa: B018 - a file always carries the learned codec
         tensors = self.tensors()
         meta = {"format": FORMAT, "config": json.dumps(self.config), "fingerprint": fingerprint_of(tensors).hex()}
         meta.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in (metadata or {}).items()})

@@ -112,3 +112,48 @@ class TestLearned:
         net = VariableRateHyperprior(N=8, M=8)
         with pytest.raises(RuntimeError, match="update"):
             net.compress(torch.rand(1, 3, 64, 64), 0.5)
+
+
+class TestCheckedRans:
+    """Our bounds-checked rANS decoder agrees with CompressAI's, and refuses what would crash it."""
+
+    def test_agrees_with_compressai_including_bypass(self):
+        from compressai import ans
+
+        from assr_eic.codec.rans import decode_with_indexes
+
+        g = torch.Generator().manual_seed(0)
+        cdfs = [[0, 1000, 60000, 65535, 65536], [0, 30000, 65536], [0, 5, 10, 65536]]
+        sizes = [len(c) for c in cdfs]
+        offsets = [-1, 0, -2]
+        width = max(sizes)
+        padded = [c + [0] * (width - len(c)) for c in cdfs]
+        indexes = torch.randint(0, 3, (5000,), generator=g).tolist()
+        # in-range symbols plus far out-of-range values, which go through bypass coding
+        symbols = [torch.randint(-40, 40, (1,), generator=g).item() if i % 7 == 0 else (i % 2) for i in range(5000)]
+        symbols[11] = 2**30
+        symbols[12] = -(2**30)
+        enc = ans.RansEncoder().encode_with_indexes(symbols, indexes, padded, sizes, offsets)
+        reference = ans.RansDecoder().decode_with_indexes(enc, indexes, padded, sizes, offsets)
+        ours = decode_with_indexes(enc, indexes, padded, sizes, offsets)
+        assert ours == reference == symbols
+
+    def test_crafted_payloads_raise_instead_of_crashing(self, model):
+        import os
+        import random
+
+        from assr_eic.bitstream import Bitstream, BitstreamError, pack
+
+        rng = random.Random(0)
+        outcomes = {"decoded": 0, "refused": 0}
+        for _ in range(60):
+            streams = (os.urandom(rng.randint(1, 40)), os.urandom(rng.randint(1, 400)))
+            data = pack(Bitstream("learned", model.fingerprint, rng.randint(1, 300), rng.randint(1, 300),
+                                  quantize_scale(rng.uniform(1, 8)), rng.randint(0, 255), streams))  # fmt: skip
+            try:
+                decode(data, model=model)
+                outcomes["decoded"] += 1
+            except BitstreamError as e:
+                assert "invalid file" in str(e)
+                outcomes["refused"] += 1
+        assert outcomes["refused"] >= 50

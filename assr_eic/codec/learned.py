@@ -29,6 +29,7 @@ from torch import nn
 from ..bitstream import BitstreamError
 from ..rescale import pad_to_multiple
 from .base import LowresCode
+from .rans import CheckedEntropyCoder
 
 STRIDE = 64  # g_a downsamples by 16, h_a by 4 more
 _FA, _FW = 8, 12  # fractional bits of activations and weights in the exact h_s
@@ -65,6 +66,8 @@ class VariableRateHyperprior(CompressionModel):
             deconv(N, M), nn.ReLU(), deconv(M, M * 3 // 2), nn.ReLU(),
             conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
         )  # fmt: skip
+        for em in (self.entropy_bottleneck, self.gaussian_conditional):
+            em.entropy_coder = CheckedEntropyCoder()  # never let a crafted file crash the process
         init = torch.exp(torch.linspace(math.log(0.5), math.log(4.0), levels))
         self.gain = nn.Parameter(init[:, None].repeat(1, M))
         self.inv_gain = nn.Parameter((1.0 / init)[:, None].repeat(1, M))

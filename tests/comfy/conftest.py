@@ -61,6 +61,7 @@ def server(comfy_root, tmp_path_factory):
     base = harness.make_base(tmp_path_factory.mktemp("comfy-server"))
     harness.put_photos(base / "input")
     srv = harness.ComfyServer(base).start()
+    harness.quiet_first_run(srv)  # no first-run template dialog over the canvas
     try:
         yield srv
     finally:

@@ -167,6 +167,11 @@ class ComfyServer:
             raise AssertionError(f"POST /prompt gave {r.status_code}: {r.text[:2000]}")
         return self.wait(r.json()["prompt_id"], timeout)
 
+    def fetch(self, path: str) -> bytes:
+        r = requests.get(self.url + path, timeout=30)
+        r.raise_for_status()
+        return r.content
+
     def view(self, result: dict) -> bytes:
         """GET /view for one saved result ({filename, subfolder, type})."""
         r = requests.get(self.url + "/view", params=result, timeout=30)
@@ -368,18 +373,24 @@ class Browser:
         await self.send("Page.navigate", {"url": url})
         await self.wait_for(ready, timeout)
 
-    async def wait_for(self, expression: str, timeout: float = 60.0, interval: float = 0.25):
+    async def wait_for(self, expression: str, timeout: float = 60.0, interval: float = 0.25, check=None):
+        """Poll ``expression`` until it is truthy; ``check()`` (optional) may raise to stop early."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             try:
-                last = await self.eval(expression)
-                if last:
-                    return last
-            except RuntimeError:
-                pass
+                value = await self.eval(expression)
+                if value:
+                    return value
+                last = value
+            except RuntimeError as e:
+                last = e
+            if check is not None:
+                check()
             await asyncio.sleep(interval)
-        raise TimeoutError(f"page condition not met in {timeout:.0f} s: {expression}\nconsole: {self.console[-20:]}")
+        raise TimeoutError(
+            f"page condition not met in {timeout:.0f} s: {expression}\nlast: {last}\nconsole: {self.console[-5:]}"
+        )
 
     async def screenshot(self, path: Path, fmt: str = "png", quality: int | None = None, clip: dict | None = None):
         params = {"format": fmt, "captureBeyondViewport": False}
@@ -397,5 +408,67 @@ class Browser:
 JS_APP_READY = "!!(window.app && window.app.graph && window.app.canvas && window.LiteGraph)"
 
 
-def js_load_workflow(workflow: dict) -> str:
-    return f"(async () => {{ await app.loadGraphData({json.dumps(workflow)}); return app.graph._nodes.length; }})()"
+def js_load_workflow(workflow: dict, name: str | None = None) -> str:
+    """Load a UI-format workflow as drag-and-drop does (``name`` titles its tab); returns the node count."""
+    args = f"{json.dumps(workflow)}, true, true, {json.dumps(name)}" if name else json.dumps(workflow)
+    return f"(async () => {{ await app.loadGraphData({args}); return app.graph._nodes.length; }})()"
+
+
+def quiet_first_run(srv: ComfyServer) -> None:
+    """Mark the canvas tutorial as done (server-side user setting), so no template dialog covers the graph."""
+    settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+    r = requests.post(srv.url + "/settings", json=settings, timeout=10)
+    r.raise_for_status()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the project's real command-line tool."""
+    return subprocess.run([str(REPO / ".venv" / "bin" / "assr-eic"), *args], capture_output=True, text=True)
+
+
+def example_bitstream(image: Path, bpp: float = 0.05) -> bytes:
+    """Compress a picture with the CLI (the shipped default model) and return the .assr bytes."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "x.assr"
+        r = cli("compress", str(image), "-o", str(out), "--bpp", str(bpp))
+        if r.returncode != 0:
+            raise RuntimeError(f"assr-eic compress failed: {r.stderr}")
+        return out.read_bytes()
+
+
+async def open_canvas(b: Browser, srv: ComfyServer) -> None:
+    """Open ComfyUI's page with the promotion banner dismissed and wait for the app."""
+    await b.goto(srv.url, JS_APP_READY, 90)
+    await b.eval("localStorage.setItem('vueNodesBannerDismissed', 'true'); 1")
+    await b.goto(srv.url, JS_APP_READY, 90)
+    await b.wait_for("app.graph && Object.keys(LiteGraph.registered_node_types).includes('ASSR_Encode')", 30)
+
+
+def js_image_shown(node_id: int) -> str:
+    """True once node ``node_id`` on the canvas holds a loaded output image."""
+    return (
+        f"(() => {{ const n = app.graph.getNodeById({node_id}); "
+        "return !!(n && n.imgs && n.imgs.length && n.imgs[0].complete && n.imgs[0].naturalWidth > 0) })()"
+    )
+
+
+def raise_on_failed_prompt(srv: ComfyServer):
+    """A ``check`` for wait_for: raises as soon as the newest prompt in /history failed."""
+
+    def check():
+        for entry in srv.get("/history?max_items=1").values():
+            err = history_error(entry)
+            if err is not None:
+                raise AssertionError(f"the prompt failed in {err.get('node_type')}: {err.get('exception_message')}")
+
+    return check
+
+
+def js_set_widget(node_type: str, widget: str, value) -> str:
+    """Set a widget on every node of a type as a user would (value + callback, so previews follow)."""
+    v = json.dumps(value)
+    return (
+        f"(() => {{ let k = 0; for (const n of app.graph._nodes) if (n.type === {json.dumps(node_type)}) {{"
+        f" const w = n.widgets.find(w => w.name === {json.dumps(widget)}); w.value = {v}; w.callback?.({v}); k++ }}"
+        " return k })()"
+    )

@@ -114,6 +114,19 @@ class TestEncode:
         assert with_prompt.bitstream.prompt == "a cup of coffee on a saucer"
         assert with_prompt.bitstream.nbytes > plain.bitstream.nbytes
 
+    def test_learned_codec_round_trip(self, nodes, default_model, crops):
+        small = np.ascontiguousarray(crops[1][:64, :96])
+        out = run(
+            nodes, "ASSR_Encode", image=comfy_image(small), model=default_model, mode="scale + quality",
+            bpp=0.05, scale=2.0, quality=0.5, codec="learned", prompt="",
+        )  # fmt: skip
+        item = out[0][0]
+        assert item.bitstream.codec == "learned"
+        assert item.data == compress(small, scale=2.0, quality=0.5, codec="learned")
+        dec = run(nodes, "ASSR_Decode", bitstream=[item], model=default_model, size="original", factor=1.0,
+                  width=8, height=8)  # fmt: skip
+        assert np.array_equal(as_uint8(dec[0]), decompress(item.data))
+
     def test_unreachable_rate_says_the_range(self, nodes, default_model, crops):
         with pytest.raises(ValueError, match=r"below what this 256x192 image can reach.*bpp"):
             run(

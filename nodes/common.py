@@ -1,0 +1,298 @@
+"""What every ASSR node shares: socket types, the models folder, the model handle, files and progress.
+
+Only ComfyUI plumbing lives here (paths, ModelPatcher, ProgressBar, tensors in ComfyUI's layout); the
+compression itself is ``assr_eic``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+import torch
+from comfy.model_patcher import ModelPatcher
+from comfy_api.latest import io
+
+from assr_eic.bitstream import Bitstream, BitstreamError, parse
+from assr_eic.model import ASSRModel
+
+CATEGORY = "image/compression/assr"
+FOLDER = "assr_eic"
+DEFAULT_MODEL = "default (built-in)"
+EXTENSION = ".assr"
+MAX_FILE_BYTES = 1 << 30  # larger files are refused before reading (no real .assr file comes near this)
+
+ASSRModelType = io.Custom("ASSR_MODEL")
+ASSRBitstreamType = io.Custom("ASSR_BITSTREAM")
+
+
+def register_models_folder() -> None:
+    """``models/assr_eic/`` as a ComfyUI model folder: user paths from extra_model_paths.yaml are kept,
+    and only .safetensors files are listed (model files are never pickles)."""
+    default = [os.path.join(folder_paths.models_dir, FOLDER)]
+    paths = folder_paths.folder_names_and_paths.get(FOLDER, (default, None))[0]
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
+
+
+register_models_folder()
+
+
+# --- the ASSR_MODEL wire value -------------------------------------------------------------------
+
+
+def load_device() -> torch.device:
+    """Where ComfyUI places the ASSR modules.
+
+    ``assr_eic`` runs its codecs and decoders on CPU tensors (the base codecs are CPU programs and the
+    pipeline does not yet move tensors to the model's device), so its modules load on the CPU under
+    ComfyUI's memory manager. Once the library accepts another device this returns
+    ``mm.get_torch_device()``.
+    """
+    return torch.device("cpu")
+
+
+@dataclass
+class ModelHandle:
+    """What travels on an ASSR_MODEL wire: the model, its ModelPatcher and the name it was loaded as."""
+
+    model: ASSRModel
+    patcher: ModelPatcher
+    name: str
+
+    @classmethod
+    def wrap(cls, model: ASSRModel, name: str) -> ModelHandle:
+        patcher = ModelPatcher(model, load_device=load_device(), offload_device=mm.unet_offload_device())
+        return cls(model, patcher, name)
+
+    def ready(self, codec: str | None = None) -> ASSRModel:
+        """Build what ``codec`` needs, let ComfyUI load the modules (offloading others), return the model."""
+        if codec == "learned":
+            self.model.learned_net  # noqa: B018 - built on first use; build it before ComfyUI places it
+        mm.load_models_gpu([self.patcher])
+        return self.model
+
+    def __repr__(self) -> str:  # shown by ComfyUI's debug views
+        return f"ASSR model {self.name} ({self.model.fingerprint.hex()})"
+
+
+# --- the ASSR_BITSTREAM wire value ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BitstreamItem:
+    """One ``.assr`` file: its exact bytes, the parsed header, and where it came from (for messages)."""
+
+    data: bytes
+    bitstream: Bitstream
+    source: str
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> BitstreamItem:
+        try:
+            return cls(data, parse(data), source)
+        except BitstreamError as e:
+            raise ValueError(f"{source} is not a usable .assr file: {e}") from None
+
+    def summary(self) -> str:
+        bs = self.bitstream
+        return (
+            f"{bs.nbytes} bytes, {bs.bpp:.4f} bpp, {bs.width}x{bs.height},\n"
+            f"  scale {bs.scale:.3f}, quality {bs.quality:.3f}, {bs.codec}"
+        )
+
+
+def items_of(bitstreams) -> list[BitstreamItem]:
+    """Accept the wire value (a list of items) and refuse anything else with a sentence."""
+    if isinstance(bitstreams, BitstreamItem):
+        return [bitstreams]
+    if not isinstance(bitstreams, (list, tuple)) or not all(isinstance(b, BitstreamItem) for b in bitstreams):
+        raise ValueError("the bitstream input must come from an ASSR Encode or Load ASSR Bitstream node")
+    if not bitstreams:
+        raise ValueError("the bitstream input is empty")
+    return list(bitstreams)
+
+
+# --- images in ComfyUI's layout (B, H, W, C) float in [0, 1] -------------------------------------
+
+
+def image_items(image: torch.Tensor) -> list[torch.Tensor]:
+    """A ComfyUI IMAGE batch -> a list of (1, 3, H, W) float tensors in [0, 1] on the CPU."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"expected an IMAGE batch of shape (B, H, W, 3), got {shape}")
+    if image.shape[0] == 0:
+        raise ValueError("the image batch is empty")
+    x = image.detach().to("cpu", torch.float32)
+    if x.shape[-1] == 1:
+        x = x.expand(*x.shape[:-1], 3)
+    x = x[..., :3].clamp(0, 1)
+    return [x[i : i + 1].movedim(-1, 1).contiguous() for i in range(x.shape[0])]
+
+
+def to_comfy_image(xs: list[torch.Tensor]) -> torch.Tensor:
+    """(1, 3, H, W) tensors of one size -> a ComfyUI IMAGE batch on the intermediate device."""
+    out = torch.cat([x.detach().float().clamp(0, 1) for x in xs], 0).movedim(1, -1).contiguous()
+    return out.to(mm.intermediate_device())
+
+
+# --- progress and interruption -------------------------------------------------------------------
+
+
+class Progress:
+    """A ComfyUI progress bar over ``items`` pieces of work of ``steps`` steps each; every update
+    also honours the Cancel button, in or out of the server."""
+
+    def __init__(self, items: int, steps: int = 1) -> None:
+        self.steps = max(1, steps)
+        self.bar = comfy.utils.ProgressBar(items * self.steps)
+        self.item = 0
+
+    def check(self) -> None:
+        mm.throw_exception_if_processing_interrupted()
+
+    def callback(self) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback for the library, for the current item."""
+
+        def report(done: int, total: int) -> None:
+            self.check()
+            frac = min(max(done / total, 0.0), 1.0) if total else 1.0
+            self.bar.update_absolute(self.item * self.steps + round(frac * self.steps))
+
+        return report
+
+    def next_item(self) -> None:
+        self.item += 1
+        self.bar.update_absolute(self.item * self.steps)
+        self.check()
+
+
+# --- files: loads only from the input folder, saves only under the output folder ----------------
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path``, symlinks resolved, lies in ``folder`` (symlinks resolved too)."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    try:
+        return os.path.commonpath([real, root]) == root
+    except ValueError:  # different drives on Windows
+        return False
+
+
+def list_input_bitstreams() -> list[str]:
+    """``.assr`` files under the input folder (relative, '/'-separated, sorted), symlinked folders not
+    followed. Fresh on every call, so the node's list follows the folder."""
+    root = folder_paths.get_input_directory()
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root)
+        for f in filenames:
+            if f.lower().endswith(EXTENSION) and not f.startswith("."):
+                out.append(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
+    return sorted(out)
+
+
+def input_bitstream_path(name: str) -> str:
+    """The real path of input-folder file ``name``; refuses names and symlinks that lead outside it."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("choose an .assr file from the input folder")
+    root = folder_paths.get_input_directory()
+    path = os.path.join(root, os.path.normpath(name))
+    if os.path.isabs(os.path.normpath(name)) or not _inside(path, root):
+        raise ValueError(
+            f"{name!r} resolves to a place outside ComfyUI's input folder; only files inside the input "
+            "folder can be loaded (symlinks that lead outside are refused)"
+        )
+    real = os.path.realpath(path)
+    if not os.path.isfile(real):
+        raise ValueError(f"{name!r} is not a file in ComfyUI's input folder (was it moved or deleted?)")
+    return real
+
+
+def read_input_bitstream(name: str) -> BitstreamItem:
+    path = input_bitstream_path(name)
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{name!r} is {size} bytes, too large to be an .assr file")
+    with open(path, "rb") as f:
+        return BitstreamItem.from_bytes(f.read(), f"file {name!r}")
+
+
+def file_digest(name: str) -> str:
+    """Content hash of an input file (ComfyUI re-runs the loader when it changes); any problem is
+    reported by the node itself when it runs."""
+    try:
+        with open(input_bitstream_path(name), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except (ValueError, OSError):
+        return f"unreadable:{name}"
+
+
+_COUNTED = re.compile(r"^(?P<stem>.*)_(?P<n>\d{5,})_\.assr$")
+
+
+def save_bitstreams(items: list[BitstreamItem], filename_prefix: str) -> list[dict]:
+    """Write each item as ``<prefix>_<counter>_.assr`` under the output folder, like SaveImage.
+
+    The folder part of the prefix must stay inside the output folder (real paths compared, so symlinks
+    cannot lead out). Each file is written to a temporary name and then linked into place, so a
+    reader never sees half a file and an existing file is never replaced.
+    """
+    prefix = (filename_prefix or "").strip()
+    if not prefix:
+        raise ValueError("the filename prefix is empty; give a name such as ASSR or assr/photo")
+    root = folder_paths.get_output_directory()
+    norm = os.path.normpath(prefix)
+    subfolder, stem = os.path.split(norm)
+    folder = os.path.join(root, subfolder)
+    if os.path.isabs(norm) or not stem or stem in (".", "..") or not _inside(folder, root):
+        raise ValueError(
+            f"the filename prefix {prefix!r} points outside ComfyUI's output folder; use a plain name "
+            "or a subfolder inside it"
+        )
+    os.makedirs(folder, exist_ok=True)
+    if not _inside(folder, root):  # a symlink created meanwhile
+        raise ValueError(f"the output subfolder {subfolder!r} leads outside ComfyUI's output folder")
+
+    def next_counter() -> int:
+        used = [int(m["n"]) for f in os.listdir(folder) if (m := _COUNTED.match(f)) and m["stem"] == stem]
+        return max(used, default=0) + 1
+
+    results = []
+    counter = next_counter()
+    for item in items:
+        tmp = os.path.join(folder, f".{stem}.{os.getpid()}.{counter}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(item.data)
+        try:
+            while True:
+                name = f"{stem}_{counter:05}_{EXTENSION}"
+                dest = os.path.join(folder, name)
+                try:
+                    os.link(tmp, dest)  # fails if dest exists: never overwrites, even against a racing writer
+                    break
+                except FileExistsError:
+                    counter = max(counter + 1, next_counter())
+                except OSError:  # a filesystem without hard links
+                    if os.path.lexists(dest):
+                        counter += 1
+                        continue
+                    os.replace(tmp, dest)
+                    break
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        results.append({"filename": name, "subfolder": subfolder.replace(os.sep, "/"), "type": "output"})
+        counter += 1
+    return results
+
+
+def display_path(result: dict) -> str:
+    return str(Path(result["subfolder"]) / result["filename"]) if result["subfolder"] else result["filename"]

@@ -1,0 +1,130 @@
+"""Nodes that touch files: Load ASSR Model, Load ASSR Bitstream, Save ASSR Bitstream."""
+
+from __future__ import annotations
+
+import folder_paths
+from comfy_api.latest import io, ui
+
+from assr_eic.model import ModelFileError, load_model
+
+from .common import (
+    CATEGORY,
+    DEFAULT_MODEL,
+    FOLDER,
+    ASSRBitstreamType,
+    ASSRModelType,
+    ModelHandle,
+    display_path,
+    file_digest,
+    items_of,
+    list_input_bitstreams,
+    read_input_bitstream,
+    save_bitstreams,
+)
+
+
+class LoadASSRModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ASSR_LoadModel",
+            display_name="Load ASSR Model",
+            category=CATEGORY,
+            description=(
+                "Loads the ASSR-EIC weights (downsampler, learned base codec, fidelity decoders). A file is "
+                "always decoded with the weights that wrote it."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "model_name",
+                    options=[DEFAULT_MODEL, *folder_paths.get_filename_list(FOLDER)],
+                    default=DEFAULT_MODEL,
+                    tooltip=("The built-in model shipped with the pack, or a .safetensors file from models/assr_eic/."),
+                ),
+            ],
+            outputs=[ASSRModelType.Output(display_name="model", tooltip="The loaded ASSR-EIC model.")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str) -> io.NodeOutput:
+        if model_name == DEFAULT_MODEL:
+            path = None
+        else:
+            path = folder_paths.get_full_path(FOLDER, model_name)
+            if path is None:
+                raise ValueError(f"model {model_name!r} is not in models/{FOLDER}/ (was it moved or deleted?)")
+        try:
+            model = load_model(path)
+        except ModelFileError as e:
+            raise ValueError(f"cannot load the ASSR model {model_name!r}: {e}") from None
+        handle = ModelHandle.wrap(model, model_name)
+        return io.NodeOutput(handle, ui=ui.PreviewText(f"model {model.fingerprint.hex()}"))
+
+
+class LoadASSRBitstream(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ASSR_LoadBitstream",
+            display_name="Load ASSR Bitstream",
+            category=CATEGORY,
+            description=(
+                "Loads an .assr file from ComfyUI's input folder. Press R to refresh the list, or use the "
+                "upload button to add a file from your computer."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "bitstream",
+                    options=list_input_bitstreams(),
+                    tooltip="An .assr file in ComfyUI's input folder (subfolders included).",
+                ),
+            ],
+            outputs=[
+                ASSRBitstreamType.Output(
+                    display_name="bitstream", tooltip="The parsed .assr file, ready for ASSR Decode or Info."
+                )
+            ],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, bitstream: str) -> str:
+        return file_digest(bitstream)
+
+    @classmethod
+    def execute(cls, bitstream: str) -> io.NodeOutput:
+        item = read_input_bitstream(bitstream)
+        return io.NodeOutput([item], ui=ui.PreviewText(f"{bitstream}:\n  {item.summary()}"))
+
+
+class SaveASSRBitstream(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ASSR_SaveBitstream",
+            display_name="Save ASSR Bitstream",
+            category=CATEGORY,
+            description=(
+                "Writes each bitstream of the batch as an .assr file in ComfyUI's output folder, numbered "
+                "like Save Image; existing files are never overwritten."
+            ),
+            inputs=[
+                ASSRBitstreamType.Input("bitstream", tooltip="The bitstreams to save, one file per batch item."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="ASSR",
+                    tooltip=(
+                        "File name prefix; may include a subfolder (assr/photo). A counter and .assr are "
+                        "appended. Must stay inside the output folder."
+                    ),
+                ),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, bitstream, filename_prefix: str) -> io.NodeOutput:
+        items = items_of(bitstream)
+        results = save_bitstreams(items, filename_prefix)
+        text = "\n".join(f"{display_path(r)}:\n  {it.summary()}" for r, it in zip(results, items, strict=True))
+        return io.NodeOutput(ui={"assr": results, "text": [text]})

@@ -1,0 +1,98 @@
+// Canvas helpers for the assr-eic node pack:
+//  - every ASSR_* node shows the text its last run reported (bytes, bpp, scale, quality, PSNR ...);
+//  - Load ASSR Bitstream gets an upload button (and accepts a dropped .assr file), because ComfyUI's
+//    built-in upload widget only takes images, audio and video.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const INFO = "assr_info";
+const UPLOAD = "upload .assr file";
+
+function addInfoWidget(node) {
+  const el = document.createElement("textarea");
+  el.readOnly = true;
+  el.placeholder = "runs report here";
+  el.style.cssText = "width:100%;font:11px monospace;opacity:0.85;resize:none;white-space:pre-wrap;";
+  const widget = node.addDOMWidget(INFO, "assr_info", el, {
+    getValue: () => el.value,
+    setValue: (v) => { el.value = v ?? ""; },
+    serialize: false,
+  });
+  widget.serialize = false; // not part of the workflow nor of the prompt
+  widget.inputEl = el;
+  return widget;
+}
+
+async function uploadBitstream(node, file) {
+  if (!file.name.toLowerCase().endsWith(".assr")) {
+    throw new Error(`${file.name} is not an .assr file`);
+  }
+  const body = new FormData();
+  body.append("image", file, file.name); // ComfyUI's upload route stores any file in the input folder
+  body.append("type", "input");
+  const resp = await api.fetchApi("/upload/image", { method: "POST", body });
+  if (resp.status !== 200) throw new Error(`upload failed: ${resp.status} ${resp.statusText}`);
+  const data = await resp.json();
+  const name = data.subfolder ? `${data.subfolder}/${data.name}` : data.name;
+  const combo = node.widgets.find((w) => w.name === "bitstream");
+  if (!combo.options.values.includes(name)) {
+    combo.options.values = [...combo.options.values, name].sort();
+  }
+  combo.value = name;
+  combo.callback?.(name);
+  node.setDirtyCanvas(true, true);
+  return name;
+}
+
+function addUploadWidget(node) {
+  const input = document.createElement("input");
+  input.type = "file";
+  input.accept = ".assr";
+  input.style.display = "none";
+  input.onchange = async () => {
+    if (!input.files.length) return;
+    try {
+      await uploadBitstream(node, input.files[0]);
+    } catch (e) {
+      alert(e.message);
+    }
+    input.value = "";
+  };
+  document.body.append(input);
+  const widget = node.addWidget("button", UPLOAD, null, () => input.click());
+  widget.serialize = false;
+  widget.options.serialize = false;
+  const onRemoved = node.onRemoved;
+  node.onRemoved = function () {
+    input.remove();
+    return onRemoved?.apply(this, arguments);
+  };
+  node.onDragOver = (e) => [...(e.dataTransfer?.items ?? [])].some((i) => i.kind === "file");
+  node.onDragDrop = (e) => {
+    const file = [...(e.dataTransfer?.files ?? [])].find((f) => f.name.toLowerCase().endsWith(".assr"));
+    if (!file) return false;
+    uploadBitstream(node, file).catch((err) => alert(err.message));
+    return true;
+  };
+}
+
+app.registerExtension({
+  name: "assr_eic.nodes",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!nodeData.name?.startsWith("ASSR_")) return;
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const r = onNodeCreated?.apply(this, arguments);
+      if (nodeData.name === "ASSR_LoadBitstream") addUploadWidget(this);
+      addInfoWidget(this);
+      return r;
+    };
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      const text = message?.text;
+      const widget = this.widgets?.find((w) => w.name === INFO);
+      if (widget && text) widget.value = Array.isArray(text) ? text.join("\n") : String(text);
+    };
+  },
+});
