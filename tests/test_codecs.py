@@ -115,9 +115,9 @@ class TestLearned:
 
 
 class TestCheckedRans:
-    """Our bounds-checked rANS decoder agrees with CompressAI's, and refuses what would crash it."""
+    """Our bounds-checked rANS decoder reads CompressAI's encoder output exactly, and refuses what would crash it."""
 
-    def test_agrees_with_compressai_including_bypass(self):
+    def test_reads_compressai_encoder_output_including_bypass(self):
         from compressai import ans
 
         from assr_eic.codec.rans import decode_with_indexes
@@ -132,9 +132,9 @@ class TestCheckedRans:
         # in-range symbols plus far out-of-range values, which go through bypass coding
         symbols = [torch.randint(-40, 40, (1,), generator=g).item() if i % 7 == 0 else (i % 2) for i in range(5000)]
         enc = ans.RansEncoder().encode_with_indexes(symbols, indexes, padded, sizes, offsets)
-        reference = ans.RansDecoder().decode_with_indexes(enc, indexes, padded, sizes, offsets)
-        ours = decode_with_indexes(enc, indexes, padded, sizes, offsets)
-        assert ours == reference == symbols
+        # CompressAI's own decoder is not the reference here: on these hand-made tables it sometimes
+        # never returns (seen in a clean-clone run); what its encoder wrote is the ground truth
+        assert decode_with_indexes(enc, indexes, padded, sizes, offsets) == symbols
         # values far outside the tables (many bypass groups); CompressAI's own decoder is not run on these
         symbols[11], symbols[12] = 2**20, -(2**20)
         enc = ans.RansEncoder().encode_with_indexes(symbols, indexes, padded, sizes, offsets)
