@@ -14,13 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .bitstream import parse
+from .metrics import psnr
 from .model import load_model
 from .pipeline import compress, decompress
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def run(images: dict[str, np.ndarray], out: Path, rates: list[float], model_path: str | None = None) -> list[dict]:

@@ -20,6 +20,7 @@ from .bitstream import (
     quantize_quality,
     quantize_scale,
 )
+from .codec.av1 import to_uint8  # noqa: F401 - part of the public API
 from .codec.base import LowresCode
 from .model import ASSRModel, load_model
 
@@ -48,11 +49,6 @@ def to_tensor(image: ImageLike) -> torch.Tensor:
             raise ImageError(f"expected a (1, 3, H, W) tensor, got {tuple(image.shape)}")
         return x.float().clamp(0, 1)
     raise ImageError(f"expected a numpy array or a torch tensor, got {type(image).__name__}")
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
-    return (x[0].detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
