@@ -13,7 +13,7 @@ from .bitstream import CODECS
 def sinusoidal(v: torch.Tensor, dim: int, max_period: float = 100.0) -> torch.Tensor:
     """Timestep-style embedding of scalars ``v`` (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=v.device) / half)
     a = v.float()[:, None] * freqs[None] * 2 * math.pi
     return torch.cat([a.sin(), a.cos()], dim=1)
 

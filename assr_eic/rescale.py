@@ -61,7 +61,9 @@ class Downsampler(ConfigModule):
         while it searches the quality.
         """
         b = base.shape[0]
-        emb = self.embed(torch.full((b,), CODECS.index(codec), dtype=torch.long), torch.full((b,), float(s)))
+        dev = base.device
+        codec_id = torch.full((b,), CODECS.index(codec), dtype=torch.long, device=dev)
+        emb = self.embed(codec_id, torch.full((b,), float(s), device=dev))
         h = self.head(base)
         for block in self.body:
             h = block(h, emb)

@@ -61,12 +61,12 @@ class SRDecoder(ConfigModule):
         """Low-res pixels of context a tile needs on each side (trunk receptive field + bicubic support)."""
         return self.config["blocks"] * 2 + 2 + 3
 
-    def embedding(self, codec: str, s: float, q: float, batch: int = 1) -> torch.Tensor:
-        return self.embed(
-            torch.full((batch,), CODECS.index(codec), dtype=torch.long),
-            torch.full((batch,), float(s)),
-            torch.full((batch,), float(q)),
-        )
+    def embedding(self, codec: str, s: float, q: float | torch.Tensor, batch: int = 1) -> torch.Tensor:
+        """Degradation embedding (batch, emb_dim); ``q`` may be one value or one per image."""
+        dev = self.embed.codec.weight.device
+        q_ = torch.as_tensor(q, dtype=torch.float32, device=dev).expand(batch)
+        codec_id = torch.full((batch,), CODECS.index(codec), dtype=torch.long, device=dev)
+        return self.embed(codec_id, torch.full((batch,), float(s), device=dev), q_)
 
     def features(self, x: torch.Tensor, unc: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.act(self.trunk_in(torch.cat([x, unc], 1)))
@@ -95,12 +95,13 @@ class SRDecoder(ConfigModule):
         lx0, lx1 = max(0, math.floor(ux[0].item()) - m), min(w, math.ceil(ux[-1].item()) + m + 1)
         xc = x[..., ly0:ly1, lx0:lx1]
         g = self.features(xc, uncertainty[..., ly0:ly1, lx0:lx1], emb)
-        gy = ((uy - ly0 + 0.5) / (ly1 - ly0) * 2 - 1).float()
-        gx = ((ux - lx0 + 0.5) / (lx1 - lx0) * 2 - 1).float()
+        dev = x.device
+        gy = ((uy - ly0 + 0.5) / (ly1 - ly0) * 2 - 1).float().to(dev)
+        gx = ((ux - lx0 + 0.5) / (lx1 - lx0) * 2 - 1).float().to(dev)
         grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None].expand(x.shape[0], -1, -1, -1)
         base = nn.functional.grid_sample(xc, grid, mode="bicubic", padding_mode="border", align_corners=False)
         hid = nn.functional.grid_sample(g, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        py, px = (2 * math.pi * uy).float(), (2 * math.pi * ux).float()
+        py, px = (2 * math.pi * uy).float().to(dev), (2 * math.pi * ux).float().to(dev)
         # phase term: rank-2 per axis, so it is computed as row and column vectors and broadcast
         wy, wx = self.head_pos.weight[:, :2, 0, 0], self.head_pos.weight[:, 2:, 0, 0]
         pos_y = wy @ torch.stack([py.sin(), py.cos()])  # (head, rows)
@@ -115,7 +116,7 @@ class SRDecoder(ConfigModule):
         size: tuple[int, int],
         codec: str,
         s: float,
-        q: float,
+        q: float | torch.Tensor,
         uncertainty: torch.Tensor | None = None,
         tile: int = 512,
     ) -> SROutput:
@@ -124,7 +125,7 @@ class SRDecoder(ConfigModule):
         if uncertainty is None:
             uncertainty = torch.zeros_like(x[:, :1])
         emb = self.embedding(codec, s, q, x.shape[0])
-        out = torch.empty(x.shape[0], 3, H, W, dtype=x.dtype)
+        out = torch.empty(x.shape[0], 3, H, W, dtype=x.dtype, device=x.device)
         for y0 in range(0, H, tile):
             for x0 in range(0, W, tile):
                 y1, x1 = min(y0 + tile, H), min(x0 + tile, W)

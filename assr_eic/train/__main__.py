@@ -24,22 +24,25 @@ import torch
 from ..model import ASSRModel
 
 
-def load_photos(folder: Path) -> dict[str, np.ndarray]:
-    from PIL import Image
-
+def photo_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise SystemExit(f"no training photos in {folder}; run: python -m assr_eic.train.data --cache {folder.parent}")
-    return {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in files}
+    return files
 
 
-def split(photos: dict[str, np.ndarray], n_val: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def split(files: list[Path], n_val: int) -> tuple[list[Path], list[Path]]:
     """Every k-th photo (by name) is held out for validation; the rest trains."""
-    names = sorted(photos)
-    k = max(2, len(names) // max(1, n_val))
-    val = [photos[n] for i, n in enumerate(names) if i % k == k - 1][:n_val]
-    val_names = {n for i, n in enumerate(names) if i % k == k - 1}
-    return [photos[n] for n in names if n not in val_names], val
+    files = sorted(files, key=lambda p: p.stem)
+    k = max(2, len(files) // max(1, n_val))
+    val = [p for i, p in enumerate(files) if i % k == k - 1]
+    return [p for p in files if p not in val], val[:n_val]
+
+
+def read_photos(files: list[Path]) -> list[np.ndarray]:
+    from PIL import Image
+
+    return [np.asarray(Image.open(p).convert("RGB")) for p in files]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,21 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=160)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=0, help="av1: CPU processes making AV1 pairs (for a GPU trainer)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = ASSRModel.load(a.init) if a.init else ASSRModel()
-    photos = load_photos(Path(a.data) / "train")
-    train_imgs, val_imgs = split(photos, n_val=4)
+    train_files, val_files = split(photo_files(Path(a.data) / "train"), n_val=4)
+    train_imgs, val_imgs = read_photos(train_files), read_photos(val_files)
     workdir = Path(a.workdir) / a.part
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if a.part == "av1":
         from .sr_av1 import train
 
-        result = train(model, train_imgs, val_imgs, workdir, a.minutes, a.steps, a.batch, a.crop, lr=a.lr, seed=a.seed)
+        result = train(model, train_imgs, val_imgs, workdir, a.minutes, a.steps, a.batch, a.crop, lr=a.lr,
+                       seed=a.seed, workers=a.workers, train_files=train_files)  # fmt: skip
     else:
         from .learned import train
 
@@ -86,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             "wall_minutes_this_run": round((time.time() - t0) / 60, 1),
         }
     }
+    if "cdf_tables" in result:
+        print(f"not writing {a.out}: CDF tables {result['cdf_tables']}")
+        return 0
     meta = {k: v for k, v in getattr(model, "metadata", {}).items() if k.startswith("train_")}
     meta.update({k: json.dumps(v) for k, v in card.items()})
     model.save(a.out, meta)

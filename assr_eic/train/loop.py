@@ -85,7 +85,8 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizers: dict)
     for k, m in modules.items():
         m.load_state_dict(blob["modules"][k])
     for k, o in optimizers.items():
-        o.load_state_dict(blob["optimizers"][k])
+        if k in blob["optimizers"]:  # a weights-only checkpoint resumes with fresh optimizer moments
+            o.load_state_dict(blob["optimizers"][k])
     torch.set_rng_state(blob["rng"])
     return State(**blob["state"])
 

@@ -9,8 +9,12 @@ so the decoder sees new crops and new degradations throughout the run.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
+import multiprocessing as mp
+import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +31,13 @@ Q_LEVELS = quality_levels("av1")
 
 
 class CropSampler:
-    """Random square crops of the training photos with zoom, flips and transposition."""
+    """Random square crops of the training photos with zoom, flips and transposition.
 
-    def __init__(self, images: list[np.ndarray], crop: int, rng: random.Random) -> None:
-        self.images, self.crop, self.rng = images, crop, rng
+    ``device`` is where the resampling runs (a GPU keeps the trainer from waiting on the CPU).
+    """
+
+    def __init__(self, images: list[np.ndarray], crop: int, rng: random.Random, device: str = "cpu") -> None:
+        self.images, self.crop, self.rng, self.device = images, crop, rng, torch.device(device)
 
     def __call__(self) -> torch.Tensor:
         img = self.images[self.rng.randrange(len(self.images))]
@@ -39,7 +46,8 @@ class CropSampler:
         z = self.rng.uniform(max(self.crop / min(H, W), 0.35), 1.0)
         side = min(max(self.crop, round(self.crop / z)), H, W)
         y, x = self.rng.randrange(H - side + 1), self.rng.randrange(W - side + 1)
-        t = torch.from_numpy(np.ascontiguousarray(img[y : y + side, x : x + side])).permute(2, 0, 1)[None].float() / 255
+        t = torch.from_numpy(np.ascontiguousarray(img[y : y + side, x : x + side])).to(self.device)
+        t = t.permute(2, 0, 1)[None].float() / 255
         if side != self.crop:
             t = torch.nn.functional.interpolate(t, size=(self.crop, self.crop), mode="bicubic", antialias=True)
         if self.rng.random() < 0.5:
@@ -49,55 +57,141 @@ class CropSampler:
         return t.clamp(0, 1)
 
 
-class PairPool:
-    """A pool of (low-res decoded, s, q, high-res target) pairs, refreshed a few at a time."""
+@dataclass
+class PairGroup:
+    """``n`` training pairs sharing one scale s (so they stack into one batch), each at its own quality.
 
-    def __init__(self, images: list[np.ndarray], model: ASSRModel, crop: int, size: int, seed: int) -> None:
+    ``lr``: (n, 3, h, w) decoded low-res frames; ``hr``: (n, 3, crop, crop) uint8 targets;
+    ``s``: the scale as files store it; ``q``: (n,) quality in [0, 1].
+    """
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+    s: float
+    q: torch.Tensor
+
+
+class PairMaker:
+    """Makes :class:`PairGroup` s with the real AV1 encoder and decoder (on the CPU)."""
+
+    def __init__(self, images: list[np.ndarray], model: ASSRModel, crop: int, seed: int) -> None:
         self.model = model
         self.rng = random.Random(seed)
         self.random_crop = CropSampler(images, crop, self.rng)
         self.codec = model.codec("av1")
-        self.pairs = [self.make() for _ in range(size)]
 
-    def make(self) -> tuple[torch.Tensor, float, float, torch.Tensor]:
-        hr = self.random_crop()
+    def group(self, n: int) -> PairGroup:
         s = math.exp(self.rng.uniform(math.log(S_RANGE[0]), math.log(S_RANGE[1])))
         sc = quantize_scale(s)
-        qc = Q_LEVELS[self.rng.randrange(len(Q_LEVELS))]
-        x_lr = downsample(self.model, hr, "av1", sc)
+        hr = torch.cat([self.random_crop() for _ in range(n)])
+        qcs = [Q_LEVELS[self.rng.randrange(len(Q_LEVELS))] for _ in range(n)]
         with torch.inference_mode():
-            lr = self.codec.encode(x_lr, qc).x_hat
-        return lr.clone(), 1 + sc / 64, qc / 255, hr
+            x_lr = downsample(self.model, hr, "av1", sc)
+            lr = torch.cat([self.codec.encode(x_lr[i : i + 1], qc).x_hat for i, qc in enumerate(qcs)])
+        hr8 = torch.round(hr * 255).to(torch.uint8)
+        return PairGroup(lr.clone(), hr8, 1 + sc / 64, torch.tensor(qcs, dtype=torch.float32) / 255)
+
+
+_worker_maker: PairMaker | None = None
+
+
+def _worker_init(photo_files: list[str], down_state: dict, crop: int, seed: int) -> None:
+    global _worker_maker
+    from PIL import Image
+
+    torch.set_num_threads(1)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in photo_files]
+    model = ASSRModel()
+    model.downsampler["av1"].load_state_dict(down_state)
+    seed = seed * 1000 + int.from_bytes(os.urandom(2), "little")  # each worker its own stream
+    _worker_maker = PairMaker(images, model, crop, seed)
+
+
+def _worker_group(n: int) -> PairGroup:
+    assert _worker_maker is not None
+    return _worker_maker.group(n)
+
+
+class PairPool:
+    """A pool of pair groups, partly renewed every step, inline or by CPU worker processes.
+
+    With ``workers`` > 0 the AV1 coding runs in that many processes while the trainer (on a GPU,
+    say) keeps training on the pool; each finished group replaces a random old one.
+    """
+
+    def __init__(self, maker: PairMaker, size: int, group: int, workers: int = 0, init_args: tuple = ()) -> None:
+        self.maker, self.group, self.capacity = maker, group, size
+        self.rng = random.Random(maker.rng.random())
+        self.groups: list[PairGroup] = []
+        self.made = 0
+        self.executor = None
+        self.pending: list = []
+        if workers > 0:
+            self.executor = cf.ProcessPoolExecutor(
+                workers, mp.get_context("spawn"), initializer=_worker_init, initargs=init_args
+            )
+            self.pending = [self.executor.submit(_worker_group, group) for _ in range(2 * workers)]
+            while len(self.groups) < size:
+                self._collect(block=True)
+        else:
+            while len(self.groups) < size:
+                self._add(maker.group(group))
+
+    def _add(self, g: PairGroup) -> None:
+        if len(self.groups) < self.capacity:
+            self.groups.append(g)
+        else:
+            self.groups[self.rng.randrange(len(self.groups))] = g
+        self.made += 1
+
+    def _collect(self, block: bool = False) -> None:
+        done, _ = cf.wait(self.pending, timeout=None if block else 0, return_when=cf.FIRST_COMPLETED)
+        for f in done:
+            self.pending.remove(f)
+            self.pending.append(self.executor.submit(_worker_group, self.group))
+            self._add(f.result())
 
     def refresh(self, n: int) -> None:
-        for _ in range(n):
-            self.pairs[self.rng.randrange(len(self.pairs))] = self.make()
+        """Renew groups: ``n`` made inline, or whatever the workers have finished meanwhile."""
+        if self.executor is not None:
+            self._collect()
+        else:
+            for _ in range(n):
+                self._add(self.maker.group(self.group))
 
-    def batch(self, n: int) -> list:
-        return [self.pairs[self.rng.randrange(len(self.pairs))] for _ in range(n)]
+    def sample(self) -> PairGroup:
+        return self.groups[self.rng.randrange(len(self.groups))]
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.sqrt((a - b) ** 2 + eps**2).mean()
 
 
-def evaluate(sr, pairs) -> float:
-    """Mean PSNR over fixed validation pairs (8-bit rounding as the decoder outputs)."""
+def _psnr(y: torch.Tensor, hr: torch.Tensor) -> list[float]:
+    """Per-image PSNR with the output rounded to 8 bits as the decoder delivers it."""
+    mse = ((torch.round(y.clamp(0, 1) * 255) / 255 - hr) ** 2).flatten(1).mean(1)
+    return [10 * math.log10(1 / max(m, 1e-12)) for m in mse.tolist()]
+
+
+def evaluate(sr, groups: list[PairGroup], device: torch.device) -> float:
+    """Mean PSNR over fixed validation pairs."""
     vals = []
     with torch.no_grad():
-        for lr, s, q, hr in pairs:
-            y = sr(lr, hr.shape[-2:], "av1", s, q, tile=4096).sample
-            mse = torch.mean((torch.round(y * 255) / 255 - hr) ** 2).item()
-            vals.append(10 * math.log10(1 / max(mse, 1e-12)))
+        for g in groups:
+            hr = g.hr.to(device).float() / 255
+            vals += _psnr(sr(g.lr.to(device), hr.shape[-2:], "av1", g.s, g.q.to(device), tile=4096).sample, hr)
     return float(np.mean(vals))
 
 
-def bicubic_psnr(pairs) -> float:
+def bicubic_psnr(groups: list[PairGroup]) -> float:
     vals = []
-    for lr, _, _, hr in pairs:
-        y = torch.nn.functional.interpolate(lr, size=hr.shape[-2:], mode="bicubic").clamp(0, 1)
-        mse = torch.mean((torch.round(y * 255) / 255 - hr) ** 2).item()
-        vals.append(10 * math.log10(1 / max(mse, 1e-12)))
+    for g in groups:
+        hr = g.hr.float() / 255
+        vals += _psnr(torch.nn.functional.interpolate(g.lr, size=hr.shape[-2:], mode="bicubic"), hr)
     return float(np.mean(vals))
 
 
@@ -110,53 +204,65 @@ def train(
     steps: int | None = None,
     batch: int = 8,
     crop: int = 160,
-    pool: int = 1500,
+    pool: int = 200,
     lr: float = 4e-4,
-    refresh: int = 2,
+    refresh: int = 1,
     seed: int = 0,
+    workers: int = 0,
+    train_files: list[Path] | None = None,
 ) -> dict:
-    """Train ``model.sr["av1"]`` in place; resumable from ``workdir/sr_av1.ckpt``."""
+    """Train ``model.sr["av1"]`` in place; resumable from ``workdir/sr_av1.ckpt``.
+
+    A step is one group of ``batch`` pairs at one scale. ``workers`` > 0 makes pairs in that many CPU
+    processes (needs ``train_files``, the paths of ``train_images``), for a GPU that would otherwise wait.
+    """
     run = loop.setup()
     torch.manual_seed(seed + run.rank)
-    sr = model.sr["av1"].train()
+    sr = model.sr["av1"].to(run.device).train()
     ddp = loop.wrap(sr, run)
     opt = torch.optim.Adam(sr.parameters(), lr=lr)
     ckpt = workdir / "sr_av1.ckpt"
     state = loop.load_checkpoint(ckpt, {"sr": sr}, {"opt": opt})
-    val = PairPool(val_images, model, crop=256, size=48, seed=12345).pairs
+    val_maker = PairMaker(val_images, model, crop=256, seed=12345)
+    val = [val_maker.group(4) for _ in range(12)]
     if state.step == 0:
         loop.log(run, workdir / "log.jsonl", {"event": "start", "val_bicubic_psnr": bicubic_psnr(val)})
-    pool_ = PairPool(train_images, model, crop, pool, seed + 1000 * run.rank + state.step)
+    maker = PairMaker(train_images, model, crop, seed + 1000 * run.rank + state.step)
+    if workers and train_files is None:
+        raise ValueError("workers > 0 needs train_files (the photos' paths)")
+    init_args = ([str(p) for p in train_files or []], model.downsampler["av1"].state_dict(), crop, seed + run.rank)
+    pool_ = PairPool(maker, pool, batch, workers, init_args)
     budget = loop.Budget(state, minutes, steps)
-    total_guess = steps or 10**9
-    while not budget.done():
-        frac = budget.fraction()
-        for g in opt.param_groups:
-            g["lr"] = loop.cosine_lr(int(frac * 10000), 10000, lr, warmup=100)
-        items = pool_.batch(batch)
-        loss = sum(charbonnier(ddp(lr_, hr.shape[-2:], "av1", s, q, tile=4096).sample, hr) for lr_, s, q, hr in items)
-        loss = loss / len(items)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(sr.parameters(), 1.0)
-        opt.step()
-        pool_.refresh(refresh)
-        state.step += 1
-        if state.step % 50 == 0:
-            rec = {"step": state.step, "loss": round(loss.item(), 5), "lr": opt.param_groups[0]["lr"],
-                   "minutes": round(budget.elapsed() / 60, 2)}  # fmt: skip
-            if state.step % 250 == 0:
-                sr.eval()
-                rec["val_psnr"] = round(evaluate(sr, val), 3)
-                sr.train()
-                loop.save_checkpoint(ckpt, {"sr": sr}, {"opt": opt}, state)
-            state.history.append(rec)
-            loop.log(run, workdir / "log.jsonl", rec)
-        if state.step >= total_guess:
-            break
+    try:
+        while not budget.done():
+            for g in opt.param_groups:
+                g["lr"] = loop.cosine_lr(int(budget.fraction() * 10000), 10000, lr, warmup=100)
+            grp = pool_.sample()
+            hr = grp.hr.to(run.device, non_blocking=True).float() / 255
+            y = ddp(grp.lr.to(run.device), hr.shape[-2:], "av1", grp.s, grp.q.to(run.device), tile=4096).sample
+            loss = charbonnier(y, hr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(sr.parameters(), 1.0)
+            opt.step()
+            pool_.refresh(refresh)
+            state.step += 1
+            if state.step % 50 == 0:
+                rec = {"step": state.step, "loss": round(loss.item(), 5), "lr": opt.param_groups[0]["lr"],
+                       "groups_made": pool_.made, "minutes": round(budget.elapsed() / 60, 2)}  # fmt: skip
+                if state.step % 1000 == 0 or (run.device.type == "cpu" and state.step % 250 == 0):
+                    sr.eval()
+                    rec["val_psnr"] = round(evaluate(sr, val, run.device), 3)
+                    sr.train()
+                    loop.save_checkpoint(ckpt, {"sr": sr}, {"opt": opt}, state)
+                state.history.append(rec)
+                loop.log(run, workdir / "log.jsonl", rec)
+    finally:
+        pool_.close()
     sr.eval()
-    result = {"steps": state.step, "minutes": round(budget.elapsed() / 60, 1), "val_psnr": evaluate(sr, val),
+    result = {"steps": state.step, "minutes": round(budget.elapsed() / 60, 1), "val_psnr": evaluate(sr, val, run.device),
               "val_bicubic_psnr": bicubic_psnr(val)}  # fmt: skip
     loop.save_checkpoint(ckpt, {"sr": sr}, {"opt": opt}, state)
     loop.log(run, workdir / "log.jsonl", {"event": "done", **result})
+    sr.cpu()
     return result
