@@ -1028,8 +1028,7 @@ def run(args: argparse.Namespace) -> dict:
     plot_rd(curves, targets, codecs, "ms_ssim", out / "rd_msssim.png", len(names))
     if any(grid.values()):
         write_grid(out / f"grid_{grid_bpp:g}.png", images, grid)
-    fig_dir = os.path.relpath(out, Path.cwd()) if out.is_absolute() else str(out)
-    write_summary(out / "summary.md", result, fig_dir)
+    write_summary(out / "summary.md", result, ".")  # figures sit next to the summary
     log(
         f"wrote {out}/results.json ({len(rows)} rows), rd_psnr.png, rd_msssim.png, grid_{grid_bpp:g}.png, summary.md "
         f"in {config['wall_s']:.0f} s"

@@ -19,7 +19,7 @@ WORKERS=${WORKERS:-$(($(nproc) - 3))}
 INIT=${INIT:-assr_eic/weights/default.safetensors}
 mkdir -p "$WORK"
 common=(--init "$INIT" --data "$DATA" --workdir "$WORK" --minutes "$MINUTES")
-$py -m assr_eic.train av1 "${common[@]}" --batch 16 --crop 192 --workers "$WORKERS" --threads 1 \
+$py -m assr_eic.train av1 "${common[@]}" --batch 16 --crop 192 --keep best --workers "$WORKERS" --threads 1 \
     --out "$WORK/av1.safetensors" >"$WORK/av1.out" 2>&1 &
 $py -m assr_eic.train learned "${common[@]}" --batch 16 --crop 256 --lr 3e-4 --threads 2 \
     --out "$WORK/learned.safetensors" >"$WORK/learned.out" 2>&1 &

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=160)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--keep", choices=["last", "best"], default="last", help="av1: export the last or best-val weights")
     p.add_argument("--workers", type=int, default=0, help="av1: CPU processes making AV1 pairs (for a GPU trainer)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         from .sr_av1 import train
 
         result = train(model, train_imgs, val_imgs, workdir, a.minutes, a.steps, a.batch, a.crop, lr=a.lr,
-                       seed=a.seed, workers=a.workers, train_files=train_files)  # fmt: skip
+                       seed=a.seed, workers=a.workers, train_files=train_files, keep=a.keep)  # fmt: skip
     else:
         from .learned import train
 

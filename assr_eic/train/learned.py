@@ -34,7 +34,7 @@ def forward(model: ASSRModel, hr: torch.Tensor, s: float, q: torch.Tensor) -> tu
     unc = (out["scales"] * net._interp(net.inv_gain, q)).mean(1, keepdim=True)
     unc = torch.nn.functional.interpolate(unc, scale_factor=16, mode="nearest")[..., : size[0], : size[1]]
     sr = model.sr["learned"]
-    emb = sr.embed(torch.ones(hr.shape[0], dtype=torch.long, device=hr.device), torch.full((hr.shape[0],), s, device=hr.device), q)
+    emb = sr.embedding("learned", s, q, hr.shape[0])
     y = sr.render_tile(lr_hat, unc, emb, hr.shape[-2:], (0, hr.shape[-2], 0, hr.shape[-1]))
     bits = sum(-torch.log2(lk).flatten(1).sum(1) for lk in out["likelihoods"].values())
     return y, bits / (hr.shape[-2] * hr.shape[-1])

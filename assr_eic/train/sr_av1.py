@@ -195,6 +195,15 @@ def bicubic_psnr(groups: list[PairGroup]) -> float:
     return float(np.mean(vals))
 
 
+def _remember_best(path: Path, sr: torch.nn.Module, step: int, val_psnr: float) -> None:
+    """Keep ``sr``'s weights in ``path`` if ``val_psnr`` beats the best so far."""
+    if path.is_file() and torch.load(path, map_location="cpu")["val_psnr"] >= val_psnr:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"sr": sr.state_dict(), "step": step, "val_psnr": val_psnr}, tmp)
+    os.replace(tmp, path)
+
+
 def train(
     model: ASSRModel,
     train_images: list[np.ndarray],
@@ -210,11 +219,14 @@ def train(
     seed: int = 0,
     workers: int = 0,
     train_files: list[Path] | None = None,
+    keep: str = "last",
 ) -> dict:
     """Train ``model.sr["av1"]`` in place; resumable from ``workdir/sr_av1.ckpt``.
 
     A step is one group of ``batch`` pairs at one scale. ``workers`` > 0 makes pairs in that many CPU
     processes (needs ``train_files``, the paths of ``train_images``), for a GPU that would otherwise wait.
+    ``keep="best"`` leaves the weights of the best validation score in the model (kept in
+    ``workdir/sr_av1_best.pt``) instead of the last ones: on few photos the decoder starts to overfit.
     """
     run = loop.setup()
     torch.manual_seed(seed + run.rank)
@@ -222,6 +234,7 @@ def train(
     ddp = loop.wrap(sr, run)
     opt = torch.optim.Adam(sr.parameters(), lr=lr)
     ckpt = workdir / "sr_av1.ckpt"
+    best_file = workdir / "sr_av1_best.pt"
     state = loop.load_checkpoint(ckpt, {"sr": sr}, {"opt": opt})
     val_maker = PairMaker(val_images, model, crop=256, seed=12345)
     val = [val_maker.group(4) for _ in range(12)]
@@ -254,15 +267,21 @@ def train(
                     sr.eval()
                     rec["val_psnr"] = round(evaluate(sr, val, run.device), 3)
                     sr.train()
+                    _remember_best(best_file, sr, state.step, rec["val_psnr"])
                     loop.save_checkpoint(ckpt, {"sr": sr}, {"opt": opt}, state)
                 state.history.append(rec)
                 loop.log(run, workdir / "log.jsonl", rec)
     finally:
         pool_.close()
     sr.eval()
-    result = {"steps": state.step, "minutes": round(budget.elapsed() / 60, 1), "val_psnr": evaluate(sr, val, run.device),
-              "val_bicubic_psnr": bicubic_psnr(val)}  # fmt: skip
+    result = {"steps": state.step, "minutes": round(budget.elapsed() / 60, 1),
+              "val_psnr": evaluate(sr, val, run.device), "val_bicubic_psnr": bicubic_psnr(val)}  # fmt: skip
     loop.save_checkpoint(ckpt, {"sr": sr}, {"opt": opt}, state)
+    _remember_best(best_file, sr, state.step, result["val_psnr"])
+    if keep == "best":
+        best = torch.load(best_file, map_location=run.device)
+        sr.load_state_dict(best["sr"])
+        result.update(exported="best", exported_step=best["step"], exported_val_psnr=best["val_psnr"])
     loop.log(run, workdir / "log.jsonl", {"event": "done", **result})
     sr.cpu()
     return result
