@@ -75,7 +75,7 @@ class PairMaker:
     """Makes :class:`PairGroup` s with the real AV1 encoder and decoder (on the CPU)."""
 
     def __init__(self, images: list[np.ndarray], model: ASSRModel, crop: int, seed: int) -> None:
-        self.model = model
+        self.model, self.seed = model, seed
         self.rng = random.Random(seed)
         self.random_crop = CropSampler(images, crop, self.rng)
         self.codec = model.codec("av1")
@@ -121,7 +121,7 @@ class PairPool:
 
     def __init__(self, maker: PairMaker, size: int, group: int, workers: int = 0, init_args: tuple = ()) -> None:
         self.maker, self.group, self.capacity = maker, group, size
-        self.rng = random.Random(maker.rng.random())
+        self.rng = random.Random(maker.seed + 1)
         self.groups: list[PairGroup] = []
         self.made = 0
         self.executor = None
