@@ -18,6 +18,7 @@ from .common import (
     file_digest,
     items_of,
     list_input_bitstreams,
+    model_path,
     read_input_bitstream,
     save_bitstreams,
 )
@@ -47,12 +48,7 @@ class LoadASSRModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str) -> io.NodeOutput:
-        if model_name == DEFAULT_MODEL:
-            path = None
-        else:
-            path = folder_paths.get_full_path(FOLDER, model_name)
-            if path is None:
-                raise ValueError(f"model {model_name!r} is not in models/{FOLDER}/ (was it moved or deleted?)")
+        path = None if model_name == DEFAULT_MODEL else model_path(model_name)
         try:
             model = load_model(path)
         except ModelFileError as e:
