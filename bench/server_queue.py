@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import requests
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +51,11 @@ def growth(rss: list[float], last: int) -> float:
     return rss[-1] - rss[-last - 1]
 
 
+def median(xs: list[float | None]) -> float | None:
+    xs = sorted(x for x in xs if x is not None)
+    return round(xs[len(xs) // 2], 3) if xs else None
+
+
 def plot(results: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -62,10 +69,10 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     a.set_title(title)
     a.grid(alpha=0.3)
     for good, colour, label in ((True, "tab:green", "good prompt"), (False, "tab:red", "bad prompt")):
-        pts = [(r["index"], r["seconds"]) for r in results if r["kind"].startswith("good") == good]
+        pts = [(r["index"], r["exec_seconds"] or r["seconds"]) for r in results if r["kind"].startswith("good") == good]
         if pts:
             b.scatter(*zip(*pts, strict=True), s=12, color=colour, label=label)
-    b.set_ylabel("seconds per prompt")
+    b.set_ylabel("server execution time (s)")
     b.set_xlabel("prompt number")
     b.set_yscale("log")
     b.grid(alpha=0.3)
@@ -79,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prompts", type=int, default=50, help="how many prompts to queue (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the good/bad order")
+    p.add_argument(
+        "--clear-history",
+        action="store_true",
+        help="clear ComfyUI's prompt history after each prompt (tells its growth apart from a leak)",
+    )
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "server_queue"), help="output path stem")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -98,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for i, case in enumerate(long_queue.cases(lay, a.prompts, a.seed)):
                 res = long_queue.run_case(srv, case, i)
+                if a.clear_history:
+                    requests.post(srv.url + "/history", json={"clear": True}, timeout=30).raise_for_status()
+                    res.rss_mb = srv.rss_mb()
                 results.append(asdict(res))
                 flag = "ok " if res.ok else "BAD"
                 print(
@@ -111,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "command": "PYTHONPATH=$PWD .venv/bin/python bench/server_queue.py " + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch threads 1 in the client",
+        "load_average_1_5_15": os.getloadavg(),
+        "clear_history": a.clear_history,
         "mounts": bool(lay.setup),
         "prompts": len(results),
         "good": len(good),
@@ -128,13 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             "growth_second_half": round(rss[-1] - rss[len(rss) // 2], 1),
         },
         "seconds": {
-            "total": round(sum(r["seconds"] for r in results), 1),
-            "good_median": round(sorted(r["seconds"] for r in good)[len(good) // 2], 3) if good else None,
-            "bad_median": round(
-                sorted(r["seconds"] for r in results if r not in good)[(len(results) - len(good)) // 2], 3
-            )
-            if len(results) > len(good)
-            else None,
+            "total_wall": round(sum(r["seconds"] for r in results), 1),
+            "exec_median_good": median([r["exec_seconds"] for r in good]),
+            "exec_median_bad": median([r["exec_seconds"] for r in results if r not in good]),
+            "exec_max": max((r["exec_seconds"] or 0.0) for r in results),
         },
         "results": results,
     }

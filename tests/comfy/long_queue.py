@@ -246,7 +246,8 @@ class Result:
     ok: bool  # the prompt behaved as expected (succeeded and passed its check, or failed as required)
     status: str  # success | error | http400
     message: str
-    seconds: float
+    seconds: float  # wall time from POST /prompt to the finished history entry (polled every 0.2 s)
+    exec_seconds: float | None  # the server's own execution_start -> success/error timestamps
     rss_mb: float
 
 
@@ -258,7 +259,7 @@ def run_case(srv: harness.ComfyServer, case: Case, index: int, timeout: float = 
         errs = r.json().get("node_errors", {})
         msg = " | ".join(f"{e['message']}: {e.get('details', '')}" for ne in errs.values() for e in ne["errors"])
         ok = case.error is not None and case.node_type is None and case.error in msg
-        return Result(index, case.kind, ok, "http400", msg, time.perf_counter() - t, srv.rss_mb())
+        return Result(index, case.kind, ok, "http400", msg, time.perf_counter() - t, None, srv.rss_mb())
     r.raise_for_status()
     entry = srv.wait(r.json()["prompt_id"], timeout)
     dt = time.perf_counter() - t
@@ -280,4 +281,7 @@ def run_case(srv: harness.ComfyServer, case: Case, index: int, timeout: float = 
             and case.error in msg
             and "Traceback" not in msg
         )
-    return Result(index, case.kind, ok, status, msg.strip(), dt, srv.rss_mb())
+    stamps = {kind: m.get("timestamp") for kind, m in entry["status"].get("messages", []) if isinstance(m, dict)}
+    end = stamps.get("execution_success") or stamps.get("execution_error")
+    exec_s = (end - stamps["execution_start"]) / 1000 if end and stamps.get("execution_start") else None
+    return Result(index, case.kind, ok, status, msg.strip(), dt, exec_s, srv.rss_mb())
