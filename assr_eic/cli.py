@@ -29,18 +29,26 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} exists; refusing to overwrite it")
-    if path.parent and not path.parent.is_dir():
+def _check_output(path: Path, overwrite: bool) -> None:
+    """Refuse early (before any work) an output that could not be written: bad name, missing folder,
+    or an existing file without ``--overwrite``. The write itself checks again, atomically."""
+    from .files import sanitize_name
+
+    sanitize_name(path.name, "output file name")
+    if not path.parent.is_dir():
         raise UserError(f"output folder does not exist: {path.parent}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if os.path.lexists(path) and not overwrite:
+        raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)")
+
+
+def _write(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write the output atomically (see ``assr_eic.files``); never a partial file, never a silent overwrite."""
+    from .files import OutputExistsError, atomic_write_bytes
+
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        atomic_write_bytes(path, data, overwrite=overwrite)
+    except OutputExistsError:  # appeared while we worked
+        raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)") from None
 
 
 def cmd_compress(a: argparse.Namespace) -> None:
@@ -50,13 +58,14 @@ def cmd_compress(a: argparse.Namespace) -> None:
         raise UserError("give --bpp X, or both --scale S and --quality Q")
     if a.bpp is not None and (a.scale is not None or a.quality is not None):
         raise UserError("give either --bpp or --scale/--quality, not both")
+    _check_output(Path(a.output), a.overwrite)
     image = load_image(a.input)
     t = time.perf_counter()
     data = compress(
         image, target_bpp=a.bpp, scale=a.scale, quality=a.quality, codec=a.codec, prompt=a.prompt, model=a.model
     )
     dt = time.perf_counter() - t
-    _write_atomic(Path(a.output), data)
+    _write(Path(a.output), data, a.overwrite)
     from .bitstream import parse
 
     bs = parse(data)
@@ -71,18 +80,19 @@ def cmd_decompress(a: argparse.Namespace) -> None:
 
     from .pipeline import decompress, read_bitstream
 
+    out = Path(a.output)
+    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg"):
+        raise UserError(f"unknown output image type {out.suffix!r}; use .png")
+    _check_output(out, a.overwrite)
     data = read_bitstream(a.input)
     t = time.perf_counter()
     img = decompress(data, size=a.size, model=a.model)
     dt = time.perf_counter() - t
-    out = Path(a.output)
-    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg"):
-        raise UserError(f"unknown output image type {out.suffix!r}; use .png")
     import io
 
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format=Image.registered_extensions()[out.suffix.lower()])
-    _write_atomic(out, buf.getvalue())
+    _write(out, buf.getvalue(), a.overwrite)
     print(f"{a.output}: {img.shape[1]}x{img.shape[0]}, {dt * 1000:.0f} ms")
 
 
@@ -124,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", choices=["av1", "learned"], help="base codec (default: the model's)")
     c.add_argument("--prompt", help="short text stored in the file (its bytes count)")
     c.add_argument("--model", help="model file (default: the shipped model)")
+    c.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (still atomic)")
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help=".assr file -> image")
@@ -131,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="output image (.png)")
     d.add_argument("--size", type=_size, help="output size WIDTHxHEIGHT (default: the original size)")
     d.add_argument("--model", help="model file (default: the shipped model)")
+    d.add_argument("--overwrite", action="store_true", help="replace the output image if it exists (still atomic)")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="describe an .assr file")

@@ -113,17 +113,16 @@ class ASSRModel(nn.Module):
         return fingerprint_of(self.tensors())
 
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> None:
-        """Write one safetensors file (config and optional extra metadata in its header), atomically."""
-        from safetensors.torch import save_file
+        """Write one safetensors file (config and optional extra metadata in its header), atomically:
+        an existing file at ``path`` is replaced in one step (checkpoints are rewritten in place)."""
+        from safetensors.torch import save
+
+        from .files import atomic_write_bytes
 
         tensors = self.tensors()
         meta = {"format": FORMAT, "config": json.dumps(self.config), "fingerprint": fingerprint_of(tensors).hex()}
         meta.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in (metadata or {}).items()})
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o644)  # safetensors creates files readable by the owner only
-        os.replace(tmp, path)
+        atomic_write_bytes(path, save(tensors, metadata=meta), overwrite=True)  # replaces, never half a file
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ASSRModel:

@@ -194,9 +194,15 @@ def decompress(
 
 def read_bitstream(path: str | os.PathLike) -> bytes:
     """Read a file's bytes, refusing anything too large to be an ``.assr`` file before reading it."""
+    from .files import FileError, read_limited
+
     p = Path(path)
     if not p.is_file():
         raise BitstreamError(f"file not found: {p}")
-    if p.stat().st_size > 1 << 30:
-        raise BitstreamError(f"{p} is {p.stat().st_size} bytes, too large to be an .assr file")
-    return p.read_bytes()
+    try:
+        return read_limited(p, MAX_FILE_BYTES, "an .assr file")
+    except FileError as e:
+        raise BitstreamError(str(e)) from None
+
+
+MAX_FILE_BYTES = 1 << 30  # larger files are refused before reading (no real .assr file comes near this)

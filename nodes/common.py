@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
+from assr_eic import files
 from assr_eic.bitstream import Bitstream, BitstreamError, parse
 from assr_eic.model import ASSRModel
 
@@ -173,16 +173,11 @@ class Progress:
         self.check()
 
 
-# --- files: loads only from the input folder, saves only under the output folder ----------------
+# --- files: loads only from the input/models folders, saves only under the output folder ---------
+# The rules live in assr_eic.files (atomic writes, sanitised names, confined loads); here they are
+# pointed at ComfyUI's folders and their errors become the plain ValueError sentences nodes raise.
 
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether ``path``, symlinks resolved, lies in ``folder`` (symlinks resolved too)."""
-    real, root = os.path.realpath(path), os.path.realpath(folder)
-    try:
-        return os.path.commonpath([real, root]) == root
-    except ValueError:  # different drives on Windows
-        return False
+INPUT_LABEL = "ComfyUI's input folder"
 
 
 def list_input_bitstreams() -> list[str]:
@@ -199,30 +194,34 @@ def list_input_bitstreams() -> list[str]:
     return sorted(out)
 
 
-def input_bitstream_path(name: str) -> str:
+def input_bitstream_path(name: str) -> Path:
     """The real path of input-folder file ``name``; refuses names and symlinks that lead outside it."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError("choose an .assr file from the input folder")
-    root = folder_paths.get_input_directory()
-    path = os.path.join(root, os.path.normpath(name))
-    if os.path.isabs(os.path.normpath(name)) or not _inside(path, root):
-        raise ValueError(
-            f"{name!r} resolves to a place outside ComfyUI's input folder; only files inside the input "
-            "folder can be loaded (symlinks that lead outside are refused)"
-        )
-    real = os.path.realpath(path)
-    if not os.path.isfile(real):
-        raise ValueError(f"{name!r} is not a file in ComfyUI's input folder (was it moved or deleted?)")
-    return real
+    try:
+        return files.confined_path(folder_paths.get_input_directory(), name, INPUT_LABEL)
+    except files.FileError as e:
+        raise ValueError(str(e)) from None
+
+
+def model_path(name: str) -> Path:
+    """The real path of model file ``name`` inside one of the ``models/assr_eic`` folders (including
+    those added in extra_model_paths.yaml); symlinks leading elsewhere are refused."""
+    if not name.lower().endswith(".safetensors"):
+        raise ValueError(f"model {name!r} is not a .safetensors file; ASSR models are never pickles")
+    try:
+        return files.confined_path(folder_paths.get_folder_paths(FOLDER), name, f"models/{FOLDER}/")
+    except files.FileError as e:
+        raise ValueError(f"cannot load the ASSR model {name!r}: {e}") from None
 
 
 def read_input_bitstream(name: str) -> BitstreamItem:
     path = input_bitstream_path(name)
-    size = os.path.getsize(path)
-    if size > MAX_FILE_BYTES:
-        raise ValueError(f"{name!r} is {size} bytes, too large to be an .assr file")
-    with open(path, "rb") as f:
-        return BitstreamItem.from_bytes(f.read(), f"file {name!r}")
+    try:
+        data = files.read_limited(path, MAX_FILE_BYTES, "an .assr file")
+    except files.FileError as e:
+        raise ValueError(f"file {name!r}: {e}") from None
+    return BitstreamItem.from_bytes(data, f"file {name!r}")
 
 
 def file_digest(name: str) -> str:
@@ -235,62 +234,38 @@ def file_digest(name: str) -> str:
         return f"unreadable:{name}"
 
 
-_COUNTED = re.compile(r"^(?P<stem>.*)_(?P<n>\d{5,})_\.assr$")
-
-
 def save_bitstreams(items: list[BitstreamItem], filename_prefix: str) -> list[dict]:
     """Write each item as ``<prefix>_<counter>_.assr`` under the output folder, like SaveImage.
 
-    The folder part of the prefix must stay inside the output folder (real paths compared, so symlinks
-    cannot lead out). Each file is written to a temporary name and then linked into place, so a
-    reader never sees half a file and an existing file is never replaced.
+    The prefix is a sanitised name, optionally under subfolders that must stay inside the output
+    folder (real paths compared, so symlinks cannot lead out). Each file is written atomically under
+    a fresh number: a reader never sees half a file and an existing file is never replaced.
     """
-    prefix = (filename_prefix or "").strip()
-    if not prefix:
-        raise ValueError("the filename prefix is empty; give a name such as ASSR or assr/photo")
-    root = folder_paths.get_output_directory()
-    norm = os.path.normpath(prefix)
-    subfolder, stem = os.path.split(norm)
-    folder = os.path.join(root, subfolder)
-    if os.path.isabs(norm) or not stem or stem in (".", "..") or not _inside(folder, root):
-        raise ValueError(
-            f"the filename prefix {prefix!r} points outside ComfyUI's output folder; use a plain name "
-            "or a subfolder inside it"
-        )
-    os.makedirs(folder, exist_ok=True)
-    if not _inside(folder, root):  # a symlink created meanwhile
-        raise ValueError(f"the output subfolder {subfolder!r} leads outside ComfyUI's output folder")
-
-    def next_counter() -> int:
-        used = [int(m["n"]) for f in os.listdir(folder) if (m := _COUNTED.match(f)) and m["stem"] == stem]
-        return max(used, default=0) + 1
-
+    root = Path(folder_paths.get_output_directory())
+    try:
+        parts, stem = files.split_prefix(filename_prefix)
+    except files.FileError as e:
+        raise ValueError(str(e).replace("the output folder", "ComfyUI's output folder")) from None
+    folder = root.joinpath(*parts)
+    outside = ValueError(
+        f"the filename prefix {filename_prefix!r} points outside ComfyUI's output folder; use a plain name "
+        "or a subfolder inside it"
+    )
+    if not files.is_inside(folder, root):
+        raise outside
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the output subfolder {'/'.join(parts)!r}: {e.strerror or e}") from None
+    if not files.is_inside(folder, root):  # a symlink created meanwhile
+        raise outside
     results = []
-    counter = next_counter()
     for item in items:
-        tmp = os.path.join(folder, f".{stem}.{os.getpid()}.{counter}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(item.data)
         try:
-            while True:
-                name = f"{stem}_{counter:05}_{EXTENSION}"
-                dest = os.path.join(folder, name)
-                try:
-                    os.link(tmp, dest)  # fails if dest exists: never overwrites, even against a racing writer
-                    break
-                except FileExistsError:
-                    counter = max(counter + 1, next_counter())
-                except OSError:  # a filesystem without hard links
-                    if os.path.lexists(dest):
-                        counter += 1
-                        continue
-                    os.replace(tmp, dest)
-                    break
-        finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-        results.append({"filename": name, "subfolder": subfolder.replace(os.sep, "/"), "type": "output"})
-        counter += 1
+            path = files.write_new(folder, stem, EXTENSION, item.data)
+        except files.FileError as e:
+            raise ValueError(f"ASSR Save Bitstream: {e}") from None
+        results.append({"filename": path.name, "subfolder": "/".join(parts), "type": "output"})
     return results
 
 

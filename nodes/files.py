@@ -5,7 +5,7 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io, ui
 
-from assr_eic.model import ModelFileError, load_model
+from assr_eic.model import DEFAULT_MODEL_PATH, ASSRModel, ModelFileError
 
 from .common import (
     CATEGORY,
@@ -18,6 +18,7 @@ from .common import (
     file_digest,
     items_of,
     list_input_bitstreams,
+    model_path,
     read_input_bitstream,
     save_bitstreams,
 )
@@ -47,14 +48,11 @@ class LoadASSRModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str) -> io.NodeOutput:
-        if model_name == DEFAULT_MODEL:
-            path = None
-        else:
-            path = folder_paths.get_full_path(FOLDER, model_name)
-            if path is None:
-                raise ValueError(f"model {model_name!r} is not in models/{FOLDER}/ (was it moved or deleted?)")
+        path = None if model_name == DEFAULT_MODEL else model_path(model_name)
         try:
-            model = load_model(path)
+            # no module-level cache: ComfyUI caches the node's output, and a model kept alive elsewhere
+            # after ComfyUI drops its ModelPatcher makes it garbage-collect before every prompt
+            model = ASSRModel.load(path or DEFAULT_MODEL_PATH)
         except ModelFileError as e:
             raise ValueError(f"cannot load the ASSR model {model_name!r}: {e}") from None
         handle = ModelHandle.wrap(model, model_name)

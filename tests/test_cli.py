@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
+import mounts
 import numpy as np
 import pytest
 from PIL import Image
@@ -98,3 +100,78 @@ def test_user_errors_exit_2_with_one_line(tmp_path, png, model_path, files, args
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert not (tmp_path / "x.assr").exists() and not (tmp_path / "y.png").exists()
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path, png, model_path, files):
+    out = tmp_path / "x.assr"
+    out.write_bytes(b"precious")
+    args = ["compress", str(png), "-o", str(out), "--scale", "4", "--quality", "0.2", "--model", model_path]
+    r = run(*args, ok=False)
+    assert r.returncode == 2 and r.stderr.strip().endswith(
+        "exists; refusing to overwrite it (pass --overwrite to replace it)"
+    )
+    assert out.read_bytes() == b"precious"
+    run(*args, "--overwrite")
+    assert out.read_bytes() == Path(files["good"]).read_bytes()  # same image, model and settings
+    png_out = tmp_path / "y.png"
+    png_out.write_bytes(b"precious")
+    r = run("decompress", files["good"], "-o", str(png_out), "--model", model_path, ok=False)
+    assert r.returncode == 2 and "refusing to overwrite" in r.stderr and png_out.read_bytes() == b"precious"
+    run("decompress", files["good"], "-o", str(png_out), "--model", model_path, "--overwrite")
+    assert Image.open(png_out).size == (512, 384)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.assr", "y.png"], "no temporary file left"
+
+
+@pytest.mark.parametrize("name,message", [("bad\nname.assr", "not allowed"), ("CON.assr", "reserved device name")])
+def test_output_names_are_checked_before_any_work(tmp_path, png, name, message):
+    r = run("compress", str(png), "-o", str(tmp_path / name), "--bpp", "0.05", ok=False)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _in_mounts(setup: list[str], folder: Path, *args: str) -> tuple[int, str, list[str]]:
+    """Run the CLI with ``setup``'s mounts; returns its exit code, its stderr and what the folder holds after."""
+    script = 'python -m assr_eic.cli "$@" 2>err; echo "rc=$?"; cat err >&2; ls -A "$FOLDER"'
+    env = dict(os.environ, FOLDER=str(folder), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    r = mounts.run(setup, ["sh", "-c", script, "sh", *args], env=env, cwd=folder.parent)
+    rc_line, *listing = r.stdout.splitlines()
+    return int(rc_line.removeprefix("rc=")), r.stderr, [x for x in listing if x != ".filler"]
+
+
+needs_mount = pytest.mark.skipif(not mounts.can_mount(), reason="needs root and mount namespaces (unshare -m)")
+
+
+@needs_mount
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, files, model_path):
+    folder = tmp_path / "disk"
+    rc, err, listing = _in_mounts(
+        [mounts.full_disk(folder, 16)], folder, "decompress", files["good"], "-o", str(folder / "y.png"),
+        "--model", model_path,
+    )  # fmt: skip
+    assert rc == 2 and err.strip().count("\n") == 0 and "no space left on the device; nothing was written" in err
+    assert listing == []
+
+
+@needs_mount
+def test_read_only_folder_is_one_line_and_keeps_the_old_file(tmp_path, files, model_path):
+    folder = tmp_path / "ro"
+    rc, err, listing = _in_mounts(
+        [mounts.read_only(folder, {"y.png": b"old"})], folder, "decompress", files["good"], "-o", str(folder / "y.png"),
+        "--model", model_path, "--overwrite",
+    )  # fmt: skip
+    assert rc == 2 and err.strip().count("\n") == 0 and "read-only file system; nothing was written" in err
+    assert listing == ["y.png"]
+
+
+def test_file_size_limit_is_one_line_and_leaves_nothing(tmp_path, files, model_path):
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "y.png"
+    r = subprocess.run(
+        [*CLI, "decompress", files["good"], "-o", str(out), "--model", model_path],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit,
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "file-size limit" in r.stderr and list(tmp_path.iterdir()) == []

@@ -86,6 +86,7 @@ class ComfyServer:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)  # e.g. a private mount namespace that exec's the server
 
     @property
     def url(self) -> str:
@@ -110,7 +111,9 @@ class ComfyServer:
             "--input-directory", str(self.input_dir), *self.extra_args,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, cwd=COMFY_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [*self.prefix, *cmd], cwd=COMFY_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -135,6 +138,17 @@ class ComfyServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=15)
+
+    def rss_mb(self) -> float:
+        """The server process's resident memory now, in MiB (from /proc; Linux)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS line in /proc/<pid>/status")
+
+    def root_view(self, path: Path) -> Path:
+        """``path`` as the server process sees it (through its own mounts, if it runs in a namespace)."""
+        return Path(f"/proc/{self.proc.pid}/root") / Path(path).resolve().relative_to("/")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""

@@ -1,0 +1,123 @@
+"""The nodes' file rules in-process, inside a real (imported) ComfyUI: model loads confined to
+models/assr_eic (symlinks included), input loads confined to the input folder, saved names sanitised
+and numbered, nothing half-written. Full and read-only disks are exercised through the real server in
+test_comfy_queue.py (the server runs in its own mount namespace there)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from assr_eic.model import ASSRModel
+from assr_eic.pipeline import compress
+
+pytestmark = pytest.mark.comfy
+
+
+def run(nodes, node_id: str, **kwargs):
+    with torch.inference_mode():
+        return nodes.NODE_CLASS_MAPPINGS[node_id].execute(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def nodes(comfy_inproc):
+    return comfy_inproc
+
+
+@pytest.fixture(scope="module")
+def data() -> bytes:
+    from skimage import data as skd
+
+    return compress(np.ascontiguousarray(skd.astronaut()[:64, :96]), scale=2.0, quality=0.5)
+
+
+@pytest.fixture(scope="module")
+def items(nodes, folders, data):
+    (folders["input"] / "files-test.assr").write_bytes(data)
+    return run(nodes, "ASSR_LoadBitstream", bitstream="files-test.assr")[0]
+
+
+class TestModelLoads:
+    def test_subfolder_model_loads(self, nodes, folders, model_path):
+        (folders["models"] / "assr_eic" / "sub").mkdir(exist_ok=True)
+        shutil.copy(model_path, folders["models"] / "assr_eic" / "sub" / "nested.safetensors")
+        handle = run(nodes, "ASSR_LoadModel", model_name="sub/nested.safetensors")[0]
+        assert handle.model.fingerprint == ASSRModel.load(model_path).fingerprint
+
+    def test_symlink_leading_out_is_refused(self, nodes, folders, model_path, tmp_path):
+        outside = tmp_path / "elsewhere.safetensors"
+        shutil.copy(model_path, outside)
+        (folders["models"] / "assr_eic" / "link.safetensors").symlink_to(outside)
+        options = nodes.NODE_CLASS_MAPPINGS["ASSR_LoadModel"].INPUT_TYPES()["required"]["model_name"][1]["options"]
+        assert "link.safetensors" in options  # ComfyUI lists it; the node refuses to follow it out
+        with pytest.raises(
+            ValueError, match=r"cannot load the ASSR model 'link.safetensors': .*outside models/assr_eic/"
+        ):
+            run(nodes, "ASSR_LoadModel", model_name="link.safetensors")
+
+    @pytest.mark.parametrize(
+        "name,message",
+        [
+            ("../escape.safetensors", "outside models/assr_eic/"),
+            ("/etc/passwd.safetensors", "absolute path"),
+            ("missing.safetensors", "is not a file in models/assr_eic/"),
+            ("model.pt", "not a .safetensors file"),
+        ],
+    )
+    def test_names_outside_or_missing(self, nodes, folders, model_path, name, message):
+        shutil.copy(model_path, folders["models"] / "escape.safetensors")  # beside the folder, not in it
+        with pytest.raises(ValueError, match=message):
+            run(nodes, "ASSR_LoadModel", model_name=name)
+
+
+class TestInputLoads:
+    def test_folder_named_like_a_file(self, nodes, folders):
+        (folders["input"] / "dir.assr").mkdir(exist_ok=True)
+        with pytest.raises(ValueError, match="'dir.assr' is not a file in ComfyUI's input folder"):
+            run(nodes, "ASSR_LoadBitstream", bitstream="dir.assr")
+
+    def test_symlinked_folder_leading_out(self, nodes, folders, data, tmp_path):
+        (tmp_path / "x.assr").write_bytes(data)
+        (folders["input"] / "linked-dir").symlink_to(tmp_path, target_is_directory=True)
+        assert (
+            "linked-dir/x.assr"
+            not in nodes.NODE_CLASS_MAPPINGS["ASSR_LoadBitstream"].INPUT_TYPES()["required"]["bitstream"][1]["options"]
+        )
+        with pytest.raises(ValueError, match="outside ComfyUI's input folder"):
+            run(nodes, "ASSR_LoadBitstream", bitstream="linked-dir/x.assr")
+
+
+class TestSavedNames:
+    @pytest.mark.parametrize(
+        "prefix,message",
+        [
+            ("bell\x07", "not allowed in file names"),
+            ("a/line\nbreak", "not allowed in file names"),
+            ("sub/CON", "reserved device name"),
+            ("x" * 300, "at most 200"),
+            ("what?", "not allowed in file names"),
+        ],
+    )
+    def test_bad_prefixes_write_nothing(self, nodes, folders, items, prefix, message):
+        before = sorted(folders["output"].rglob("*"))
+        with pytest.raises(ValueError, match=message):
+            run(nodes, "ASSR_SaveBitstream", bitstream=items, filename_prefix=prefix)
+        assert sorted(folders["output"].rglob("*")) == before
+
+    def test_unicode_prefix_is_kept_and_numbered(self, nodes, folders, items, data):
+        out = run(nodes, "ASSR_SaveBitstream", bitstream=items, filename_prefix=" fotos/café ")
+        (res,) = out.ui["assr"]
+        assert (res["subfolder"], res["filename"]) == ("fotos", "café_00001_.assr")
+        assert (folders["output"] / "fotos" / "café_00001_.assr").read_bytes() == data
+        assert not [p for p in os.listdir(folders["output"] / "fotos") if p.endswith(".tmp") or p.startswith(".")]
+
+    def test_existing_dangling_symlink_is_not_followed(self, nodes, folders, items, tmp_path):
+        sub = folders["output"] / "trap"
+        sub.mkdir()
+        (sub / "x_00001_.assr").symlink_to(tmp_path / "victim.assr")  # a name taken by a dangling link
+        (res,) = run(nodes, "ASSR_SaveBitstream", bitstream=items, filename_prefix="trap/x").ui["assr"]
+        assert res["filename"] == "x_00002_.assr" and not (tmp_path / "victim.assr").exists()
