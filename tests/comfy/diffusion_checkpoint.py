@@ -79,12 +79,11 @@ def build(out: Path, seed: int = SEED) -> Path:
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
-    import utils.install_util  # noqa: F401  (before comfy.utils shadows the utils package)
-
     import comfy.ops
     import comfy.sd1_clip
     import comfy.supported_models
     import comfy.utils
+    import utils.install_util  # noqa: F401  (before comfy.utils shadows the utils package)
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
     dtype = torch.float16
