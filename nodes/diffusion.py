@@ -87,8 +87,8 @@ def load_adaptor_file(name: str) -> ASSRAdaptor | None:
 @dataclass
 class Hints:
     """Everything decoded from the bitstreams, on the CPU: the fidelity decode (B, 3, H, W) in [0, 1] at
-    the output size, the uncertainty maps (B, 1, h, w) at the low-res size, the degradation vectors (B, 3)
-    and their descriptors, the prompt carried by the files."""
+    the output size, the uncertainty maps (B, 1, H, W) upsampled to it (as training does), the degradation
+    vectors (B, 3) and their descriptors, the prompt carried by the files."""
 
     decoded: torch.Tensor
     uncertainty: torch.Tensor
@@ -101,18 +101,9 @@ class Hints:
         return tuple(self.decoded.shape[-2:])
 
     def crop(self, y0: int, y1: int, x0: int, x1: int) -> Hints:
-        """The hints of an image-space window (maps cropped in proportion)."""
-        H, W = self.size
-        h, w = self.uncertainty.shape[-2:]
-        uy0, uy1 = math.floor(y0 * h / H), max(math.floor(y0 * h / H) + 1, math.ceil(y1 * h / H))
-        ux0, ux1 = math.floor(x0 * w / W), max(math.floor(x0 * w / W) + 1, math.ceil(x1 * w / W))
-        return Hints(
-            self.decoded[..., y0:y1, x0:x1],
-            self.uncertainty[..., uy0:uy1, ux0:ux1],
-            self.degradation,
-            self.degradations,
-            self.prompt,
-        )
+        """The hints of an image-space window."""
+        win = (..., slice(y0, y1), slice(x0, x1))
+        return Hints(self.decoded[win], self.uncertainty[win], self.degradation, self.degradations, self.prompt)
 
 
 def output_size(items, factor: float) -> tuple[int, int]:
@@ -141,10 +132,9 @@ def decode_hints(items, handle: ModelHandle, size: tuple[int, int], progress: Pr
         except ValueError as e:
             raise ValueError(f"cannot decode {it.source}: {e}") from None
         decoded.append(out.image.clamp(0, 1).float())
-        maps.append(uncertainty_map(out.lowres.x_hat, out.lowres).float())
+        u = uncertainty_map(out.lowres.x_hat, out.lowres).float()
+        maps.append(F.interpolate(u, size=size, mode="bilinear", align_corners=False))
         degs.append(Degradation.from_bitstream(it.bitstream))
-    lr = max(m.shape[-2] for m in maps), max(m.shape[-1] for m in maps)
-    maps = [m if m.shape[-2:] == lr else F.interpolate(m, size=lr, mode="bilinear", align_corners=False) for m in maps]
     prompts = {it.bitstream.prompt for it in items if it.bitstream.prompt}
     return Hints(
         torch.cat(decoded),
@@ -335,7 +325,7 @@ def _inputs() -> list:
         ASSRModelType.Input("assr_model", tooltip="The ASSR model that wrote the bitstreams (fidelity decoder)."),
         io.Combo.Input(
             "adaptor",
-            options=adaptor_names,
+            options=adaptor_names(),
             default=NO_ADAPTOR,
             tooltip=(
                 f"Trained adaptor weights from models/{ADAPTOR_FOLDER}/ (degradation-aware control residuals), or "
