@@ -18,6 +18,7 @@ if importlib.util.find_spec("assr_eic") is None:
 
 from .codec import ASSRBitstreamInfo, ASSRDecode, ASSREncode  # noqa: E402
 from .compare import ASSRCompare  # noqa: E402
+from .diffusion import ASSRColorFix, ASSRDiffusionDecode, ASSRDiffusionPrepare  # noqa: E402
 from .files import LoadASSRBitstream, LoadASSRModel, SaveASSRBitstream  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
@@ -28,6 +29,9 @@ NODES: list[type[io.ComfyNode]] = [
     ASSRDecode,
     ASSRBitstreamInfo,
     ASSRCompare,
+    ASSRDiffusionPrepare,
+    ASSRColorFix,
+    ASSRDiffusionDecode,
 ]
 
 

@@ -86,4 +86,4 @@ def test_pack_works_without_pip_install(comfy_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()
     assert lines[-2] == str(harness.REPO / "assr_eic" / "__init__.py")
-    assert len(json.loads(lines[-1])) == 7
+    assert len(json.loads(lines[-1])) == 10  # 7 codec nodes + 3 diffusion-decoder nodes

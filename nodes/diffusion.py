@@ -1,0 +1,610 @@
+"""The diffusion decoder on the user's own SD checkpoint: ComfyUI glue only (the maths is ``assr_eic.diffusion``).
+
+- ASSR Diffusion Prepare: fidelity-decodes the bitstreams, and returns a patched MODEL (the adaptor's
+  residuals added to the UNet through a UNet function wrapper; the training-free consistency step on the
+  denoised prediction through a post-CFG function), the prompt as CONDITIONING, the fidelity decode
+  VAE-encoded as LATENT and the denoise strength for the stock KSampler.
+- ASSR Color Fix: AdaIN or wavelet colour fix of the VAE-decoded image against the fidelity decode.
+- ASSR Diffusion Decode: all of it in one node, sampling through ``comfy.sample.sample`` with live preview
+  and progress, tiled for large outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import comfy.model_management as mm
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import latent_preview
+import torch
+from comfy.model_patcher import ModelPatcher
+from comfy_api.latest import io, ui
+from torch.nn import functional as F
+
+from assr_eic.diffusion import (
+    AdaptorFileError,
+    ASSRAdaptor,
+    Degradation,
+    adain_color_fix,
+    consistency_step,
+    denoise_strength,
+    uncertainty_map,
+    wavelet_color_fix,
+)
+from assr_eic.diffusion.adaptor import adaptor_from_state
+from assr_eic.pipeline import decode
+
+from .common import CATEGORY, ASSRBitstreamType, ASSRModelType, ModelHandle, Progress, items_of, to_comfy_image
+
+ADAPTOR_FOLDER = "assr_eic_adaptors"
+NO_ADAPTOR = "none (training-free)"
+ADAPTOR_KEY = "assr_eic_adaptor"
+COLOR_FIXES = ("wavelet", "adain", "none")
+NEGATIVE_DEFAULT = "blurry, lowres, jpeg artifacts, compression artifacts, noise, oversmoothed"
+LOWPASS_SIGMA = 2.0  # latent pixels (16 image pixels): the band the consistency step pulls back
+MAX_SIDE = 16384
+
+
+def register_adaptor_folder() -> None:
+    """``models/assr_eic_adaptors/`` as a ComfyUI model folder listing only .safetensors files."""
+    default = [os.path.join(folder_paths.models_dir, ADAPTOR_FOLDER)]
+    paths = folder_paths.folder_names_and_paths.get(ADAPTOR_FOLDER, (default, None))[0]
+    folder_paths.folder_names_and_paths[ADAPTOR_FOLDER] = (paths, {".safetensors"})
+
+
+register_adaptor_folder()
+
+
+def adaptor_names() -> list[str]:
+    return [NO_ADAPTOR, *folder_paths.get_filename_list(ADAPTOR_FOLDER)]
+
+
+def load_adaptor_file(name: str) -> ASSRAdaptor | None:
+    """The adaptor chosen in the node (None for training-free mode); bad files are one clear ValueError."""
+    if name in (None, "", NO_ADAPTOR):
+        return None
+    path = folder_paths.get_full_path(ADAPTOR_FOLDER, name)
+    if path is None:
+        raise ValueError(f"adaptor {name!r} is not in models/{ADAPTOR_FOLDER}/ (was it moved or deleted?)")
+    try:
+        tensors, meta = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+        adaptor = adaptor_from_state(tensors, meta or {}, f"adaptor {name!r}")
+    except AdaptorFileError as e:
+        raise ValueError(f"cannot load the ASSR adaptor: {e}") from None
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise ValueError(f"cannot load the ASSR adaptor {name!r}: not a readable safetensors file ({e})") from None
+    return adaptor.eval()
+
+
+# --- what the bitstreams give the sampler ---------------------------------------------------------
+
+
+@dataclass
+class Hints:
+    """Everything decoded from the bitstreams, on the CPU: the fidelity decode (B, 3, H, W) in [0, 1] at
+    the output size, the uncertainty maps (B, 1, H, W) upsampled to it (as training does), the degradation
+    vectors (B, 3) and their descriptors, the prompt carried by the files."""
+
+    decoded: torch.Tensor
+    uncertainty: torch.Tensor
+    degradation: torch.Tensor
+    degradations: list[Degradation]
+    prompt: str | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.decoded.shape[-2:])
+
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> Hints:
+        """The hints of an image-space window."""
+        win = (..., slice(y0, y1), slice(x0, x1))
+        return Hints(self.decoded[win], self.uncertainty[win], self.degradation, self.degradations, self.prompt)
+
+
+def output_size(items, factor: float) -> tuple[int, int]:
+    """The batch's output size: the original size times ``factor``, rounded to the VAE's multiple of 8."""
+    sizes = {(max(8, round(it.bitstream.height * factor / 8) * 8), max(8, round(it.bitstream.width * factor / 8) * 8))
+             for it in items}  # fmt: skip
+    if len(sizes) > 1:
+        listed = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
+        raise ValueError(f"the bitstreams in this batch decode to different sizes ({listed}); decode them one by one")
+    (h, w) = sizes.pop()
+    if max(h, w) > MAX_SIDE:
+        raise ValueError(f"the output would be {w}x{h}, larger than {MAX_SIDE} px on a side; lower the factor")
+    return h, w
+
+
+def decode_hints(items, handle: ModelHandle, size: tuple[int, int], progress: Progress | None = None) -> Hints:
+    """Fidelity-decode each bitstream at ``size`` and gather the hints the diffusion decoder reads."""
+    codecs = {it.bitstream.codec for it in items}
+    net = handle.ready("learned" if "learned" in codecs else None)
+    decoded, maps, degs = [], [], []
+    for it in items:
+        if progress is not None:
+            progress.check()
+        try:
+            out = decode(it.bitstream, size=size, model=net)
+        except ValueError as e:
+            raise ValueError(f"cannot decode {it.source}: {e}") from None
+        decoded.append(out.image.clamp(0, 1).float())
+        u = uncertainty_map(out.lowres.x_hat, out.lowres).float()
+        maps.append(F.interpolate(u, size=size, mode="bilinear", align_corners=False))
+        degs.append(Degradation.from_bitstream(it.bitstream))
+    prompts = {it.bitstream.prompt for it in items if it.bitstream.prompt}
+    return Hints(
+        torch.cat(decoded),
+        torch.cat(maps),
+        torch.stack([d.vector() for d in degs]),
+        degs,
+        prompts.pop() if len(prompts) == 1 else None,
+    )
+
+
+# --- the model patches ----------------------------------------------------------------------------
+
+
+def _repeat_to(x: torch.Tensor, batch: int) -> torch.Tensor:
+    if x.shape[0] == batch:
+        return x
+    if batch % x.shape[0]:
+        raise ValueError(f"the sampler's batch of {batch} does not fit the {x.shape[0]} decoded image(s)")
+    return x.repeat(batch // x.shape[0], *([1] * (x.ndim - 1)))
+
+
+def merge_control(prev: dict | None, add: dict) -> dict:
+    """Add our residuals to those another control (a ControlNet) already put in the UNet's control dict."""
+    if not prev:
+        return add
+    out = {k: list(v) for k, v in prev.items()}
+    for key, values in add.items():
+        have = out.get(key, [])
+        if len(have) != len(values):
+            if have:
+                raise ValueError(f"cannot combine the ASSR adaptor with another control: '{key}' lists differ")
+            out[key] = list(values)
+            continue
+        out[key] = [v if h is None else h + v.to(h.dtype) for h, v in zip(have, values, strict=True)]
+    return out
+
+
+@dataclass
+class AdaptorPatch:
+    """The UNet function wrapper that computes the adaptor's residuals for each UNet call and hands them
+    to ComfyUI's UNet as its control dict (``output``: the 12 down residuals, which the UNet pops from the
+    end while walking its output blocks, as for a ControlNet; ``middle``: the mid residual)."""
+
+    adaptor: ASSRAdaptor
+    hints: Hints
+    strength: float
+    model_sampling: object
+    unet_dtype: torch.dtype
+    previous: object = None
+    _cache: dict = field(default_factory=dict)
+
+    def residuals(self, x: torch.Tensor, sigma: torch.Tensor) -> dict:
+        """The control dict for UNet input ``x`` (sampler space) at noise level ``sigma`` (B,)."""
+        ms = self.model_sampling
+        xc = ms.calculate_input(sigma, x)  # what the UNet itself sees (VP-scaled noisy latent)
+        t = ms.timestep(sigma).float()
+        dev = next(self.adaptor.parameters()).device
+        key = (dev, x.shape[0])
+        if key not in self._cache:
+            h = self.hints
+            self._cache[key] = tuple(
+                _repeat_to(v, x.shape[0]).to(dev) for v in (h.decoded, h.degradation, h.uncertainty)
+            )
+        decoded, deg, unc = self._cache[key]
+        with torch.no_grad():
+            out = self.adaptor(xc.to(dev), t.to(dev), decoded, deg, unc, strength=self.strength)
+        cast = {"device": x.device, "dtype": self.unet_dtype}
+        return {"output": [r.to(**cast) for r in out.down], "middle": [out.mid.to(**cast)]}
+
+    def __call__(self, apply_model, args: dict) -> torch.Tensor:
+        x, sigma, c = args["input"], args["timestep"], dict(args["c"])
+        c["control"] = merge_control(c.get("control"), self.residuals(x, sigma))
+        if self.previous is not None:
+            return self.previous(apply_model, {**args, "c": c})
+        return apply_model(x, sigma, **c)
+
+
+@dataclass
+class ConsistencyPatch:
+    """The post-CFG function of the training-free mode: each step's denoised prediction gets its low
+    frequencies pulled towards the fidelity decode's latent, weighted by (1 - uncertainty)."""
+
+    x0_ref: torch.Tensor  # sampler space (latent_format.process_in of the VAE latent)
+    weight: torch.Tensor  # (B, 1, h, w) at the latent size
+    amount: float
+    sigma_lowpass: float = LOWPASS_SIGMA
+
+    def __call__(self, args: dict) -> torch.Tensor:
+        denoised = args["denoised"]
+        ref = _repeat_to(self.x0_ref, denoised.shape[0]).to(denoised.device, denoised.dtype)
+        weight = _repeat_to(self.weight, denoised.shape[0]).to(denoised.device, denoised.dtype)
+        return consistency_step(denoised, ref, weight, self.amount, self.sigma_lowpass)
+
+
+def consistency_weight(hints: Hints, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """Full pull where the codec was sure, less where it was unsure: 1 - uncertainty, at the latent size."""
+    u = F.interpolate(hints.uncertainty, size=latent_hw, mode="bilinear", align_corners=False)
+    return (1.0 - u).clamp(0, 1)
+
+
+def patch_model(
+    model,
+    hints: Hints,
+    latent: torch.Tensor,
+    adaptor: ASSRAdaptor | None,
+    adaptor_strength: float,
+    consistency: float,
+):
+    """A clone of the user's MODEL with the adaptor (if any) and the consistency step (if > 0) attached."""
+    m = model.clone()
+    base = m.model
+    if adaptor is not None:
+        unet_dtype = base.manual_cast_dtype or base.get_dtype()
+        patcher = ModelPatcher(adaptor, load_device=m.load_device, offload_device=mm.unet_offload_device())
+        m.set_additional_models(ADAPTOR_KEY, [patcher])  # loaded and offloaded with the UNet
+        previous = m.model_options.get("model_function_wrapper")
+        ms = m.get_model_object("model_sampling")
+        m.set_model_unet_function_wrapper(AdaptorPatch(adaptor, hints, adaptor_strength, ms, unet_dtype, previous))
+    if consistency > 0:
+        latent_format = m.get_model_object("latent_format")
+        x0_ref = latent_format.process_in(latent.float())
+        m.set_model_sampler_post_cfg_function(
+            ConsistencyPatch(x0_ref, consistency_weight(hints, tuple(latent.shape[-2:])), consistency)
+        )
+    return m
+
+
+def encode_prompt(clip, text: str):
+    if clip is None:
+        raise ValueError("the clip input is missing: connect the CLIP of your checkpoint")
+    tokens = clip.tokenize(text)
+    return clip.encode_from_tokens_scheduled(tokens)
+
+
+def choose_prompt(hints: Hints, override: str, items) -> str:
+    text = (override or "").strip()
+    if text:
+        return text
+    prompts = {it.bitstream.prompt for it in items if it.bitstream.prompt}
+    if len(prompts) > 1:
+        raise ValueError("the bitstreams carry different prompts; type one prompt for the whole batch")
+    return hints.prompt or ""
+
+
+@dataclass
+class Prepared:
+    model: object
+    positive: list
+    negative: list
+    latent: torch.Tensor
+    denoise: float
+    hints: Hints
+    prompt: str
+    adaptor: ASSRAdaptor | None
+    consistency: float
+
+
+def prepare(
+    model, clip, vae, bitstream, assr_model, adaptor_name, realism, factor, adaptor_strength, prompt, negative,
+    progress: Progress | None = None,
+) -> Prepared:  # fmt: skip
+    """Everything the sampler needs, shared by the split nodes and the all-in-one node."""
+    if not isinstance(assr_model, ModelHandle):
+        raise ValueError("the assr_model input must come from a Load ASSR Model node")
+    if vae is None:
+        raise ValueError("the vae input is missing: connect the VAE of your checkpoint")
+    items = items_of(bitstream)
+    hints = decode_hints(items, assr_model, output_size(items, factor), progress)
+    adaptor = load_adaptor_file(adaptor_name)
+    text = choose_prompt(hints, prompt, items)
+    positive, negative = encode_prompt(clip, text), encode_prompt(clip, (negative or "").strip())
+    latent = vae.encode(hints.decoded.movedim(1, -1))
+    denoise = sum(denoise_strength(d, realism) for d in hints.degradations) / len(hints.degradations)
+    consistency = max(0.0, min(1.0, 1.0 - realism))
+    patched = patch_model(model, hints, latent, adaptor, adaptor_strength, consistency)
+    return Prepared(patched, positive, negative, latent, denoise, hints, text, adaptor, consistency)
+
+
+# --- shared widgets -------------------------------------------------------------------------------
+
+
+def _inputs() -> list:
+    return [
+        io.Model.Input("model", tooltip="Your Stable Diffusion 1.x/2.x model (from Load Checkpoint)."),
+        io.Clip.Input("clip", tooltip="The text encoder of the same checkpoint (encodes the prompt)."),
+        io.Vae.Input("vae", tooltip="The VAE of the same checkpoint (encodes the fidelity decode to a latent)."),
+        ASSRBitstreamType.Input("bitstream", tooltip="The .assr bitstreams to decode (one image each)."),
+        ASSRModelType.Input("assr_model", tooltip="The ASSR model that wrote the bitstreams (fidelity decoder)."),
+        io.Combo.Input(
+            "adaptor",
+            options=adaptor_names(),
+            default=NO_ADAPTOR,
+            tooltip=(
+                f"Trained adaptor weights from models/{ADAPTOR_FOLDER}/ (degradation-aware control residuals), or "
+                "none: training-free mode, which works with any SD checkpoint."
+            ),
+        ),
+        io.Float.Input(
+            "realism",
+            default=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip=(
+                "Fidelity <-> realism: 0 keeps close to the fidelity decode (little denoising, strong "
+                "low-frequency consistency), 1 lets the diffusion model invent more detail."
+            ),
+        ),
+        io.Float.Input(
+            "factor",
+            default=1.0,
+            min=0.125,
+            max=8.0,
+            step=0.125,
+            tooltip="Output size relative to the original image (rounded to a multiple of 8 pixels).",
+        ),
+        io.Float.Input(
+            "adaptor_strength",
+            default=1.0,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            tooltip="Scale of the adaptor's residuals (no effect in training-free mode).",
+        ),
+        io.String.Input(
+            "prompt",
+            default="",
+            multiline=True,
+            optional=True,
+            tooltip="Text prompt; empty: use the prompt carried in the bitstream (or none).",
+        ),
+        io.String.Input(
+            "negative",
+            default=NEGATIVE_DEFAULT,
+            multiline=True,
+            optional=True,
+            tooltip="Negative prompt (what the result should not look like).",
+        ),
+    ]
+
+
+def _summary(p: Prepared) -> str:
+    H, W = p.hints.size
+    mode = "adaptor" if p.adaptor is not None else "training-free"
+    shown = p.prompt if len(p.prompt) <= 60 else p.prompt[:57] + "..."
+    return (
+        f"{len(p.hints.degradations)} image(s) at {W}x{H}, {mode}\n"
+        f"denoise {p.denoise:.3f}, consistency {p.consistency:.2f}\nprompt: {shown or '(none)'}"
+    )
+
+
+class ASSRDiffusionPrepare(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ASSR_DiffusionPrepare",
+            display_name="ASSR Diffusion Prepare",
+            category=CATEGORY,
+            description=(
+                "Sets up the degradation-aware diffusion decoder for the stock KSampler: decodes the bitstreams "
+                "with the fidelity decoder, patches your SD model (adaptor residuals and the low-frequency "
+                "consistency step), encodes the prompt, and gives the VAE-encoded fidelity decode with the "
+                "denoise strength the degradation calls for. Follow with KSampler, VAE Decode and ASSR Color Fix."
+            ),
+            inputs=_inputs(),
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="Your model, patched: connect it to KSampler."),
+                io.Conditioning.Output(display_name="positive", tooltip="The prompt (from the file or typed)."),
+                io.Conditioning.Output(display_name="negative", tooltip="The negative prompt."),
+                io.Latent.Output(display_name="latent", tooltip="The fidelity decode, VAE-encoded: KSampler's input."),
+                io.Float.Output(
+                    display_name="denoise", tooltip="Denoise strength from the degradation and realism: KSampler's."
+                ),
+                io.Image.Output(
+                    display_name="fidelity", tooltip="The fidelity decode at the output size (Color Fix reference)."
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength,
+        prompt: str = "", negative: str = NEGATIVE_DEFAULT,
+    ) -> io.NodeOutput:  # fmt: skip
+        p = prepare(
+            model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, prompt, negative
+        )
+        fidelity = to_comfy_image([p.hints.decoded[i : i + 1] for i in range(p.hints.decoded.shape[0])])
+        return io.NodeOutput(
+            p.model, p.positive, p.negative, {"samples": p.latent}, p.denoise, fidelity, ui=ui.PreviewText(_summary(p))
+        )
+
+
+def apply_color_fix(images: torch.Tensor, reference: torch.Tensor, method: str) -> torch.Tensor:
+    """Colour-fix an IMAGE batch (B, H, W, 3) against the reference batch (resized to the images' size)."""
+    if method not in COLOR_FIXES:
+        raise ValueError(f"unknown colour fix {method!r}; choose one of: {', '.join(COLOR_FIXES)}")
+    for name, t in (("image", images), ("reference", reference)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[-1] < 3:
+            raise ValueError(f"the {name} input must be an IMAGE batch (B, H, W, 3)")
+    if method == "none":
+        return images
+    x = images[..., :3].movedim(-1, 1).float().cpu()
+    ref = _repeat_to(reference[..., :3].movedim(-1, 1).float().cpu(), x.shape[0])
+    if ref.shape[-2:] != x.shape[-2:]:
+        ref = F.interpolate(ref, size=x.shape[-2:], mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    fix = wavelet_color_fix if method == "wavelet" else adain_color_fix
+    return to_comfy_image([fix(x[i : i + 1], ref[i : i + 1]) for i in range(x.shape[0])])
+
+
+class ASSRColorFix(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ASSR_ColorFix",
+            display_name="ASSR Color Fix",
+            category=CATEGORY,
+            description=(
+                "Corrects the colour drift of a diffusion result against the fidelity decode: wavelet keeps the "
+                "result's fine detail and takes the reference's low frequencies; AdaIN matches per-channel mean "
+                "and spread."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="The diffusion result (after VAE Decode)."),
+                io.Image.Input("reference", tooltip="The fidelity decode (ASSR Diffusion Prepare's fidelity output)."),
+                io.Combo.Input(
+                    "method", options=list(COLOR_FIXES), default="wavelet", tooltip="wavelet, AdaIN, or none."
+                ),
+            ],
+            outputs=[io.Image.Output(display_name="image", tooltip="The colour-fixed images.")],
+        )
+
+    @classmethod
+    def execute(cls, image, reference, method) -> io.NodeOutput:
+        return io.NodeOutput(apply_color_fix(image, reference, method))
+
+
+# --- all in one -----------------------------------------------------------------------------------
+
+
+def tiles(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of windows of ``tile`` covering ``n`` with at least ``overlap`` shared."""
+    if n <= tile:
+        return [0]
+    count = math.ceil((n - overlap) / (tile - overlap))
+    return [round(i * (n - tile) / (count - 1)) for i in range(count)]
+
+
+def feather(h: int, w: int, top: bool, bottom: bool, left: bool, right: bool, ramp: int) -> torch.Tensor:
+    """Blend weights of a tile: linear ramps of ``ramp`` latent pixels on the sides that meet another tile."""
+
+    def axis(n: int, start: bool, end: bool) -> torch.Tensor:
+        v = torch.ones(n)
+        r = torch.arange(1, ramp + 1, dtype=torch.float32) / (ramp + 1)
+        if start and ramp:
+            v[:ramp] = torch.minimum(v[:ramp], r)
+        if end and ramp:
+            v[n - ramp :] = torch.minimum(v[n - ramp :], r.flip(0))
+        return v
+
+    return axis(h, top, bottom)[:, None] * axis(w, left, right)[None, :]
+
+
+class ASSRDiffusionDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ASSR_DiffusionDecode",
+            display_name="ASSR Diffusion Decode",
+            category=CATEGORY,
+            description=(
+                "Decodes .assr bitstreams with the degradation-aware diffusion decoder on your SD checkpoint in one "
+                "node: fidelity decode, VAE encode, sampling with the adaptor and the consistency step (live "
+                "preview and progress), VAE decode and colour fix. Large outputs are sampled in overlapping tiles."
+            ),
+            inputs=[
+                *_inputs(),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Seed of the sampling noise.",
+                ),  # fmt: skip
+                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Sampling steps (before denoise)."),
+                io.Float.Input(
+                    "cfg", default=4.0, min=0.0, max=30.0, step=0.1, round=0.01, tooltip="Classifier-free guidance."
+                ),
+                io.Combo.Input(
+                    "sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="euler", tooltip="The sampler."
+                ),
+                io.Combo.Input(
+                    "scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="normal", tooltip="The schedule."
+                ),
+                io.Combo.Input(
+                    "color_fix",
+                    options=list(COLOR_FIXES),
+                    default="wavelet",
+                    tooltip="Colour fix against the fidelity decode.",
+                ),
+                io.Int.Input(
+                    "tile_size",
+                    default=768,
+                    min=64,
+                    max=4096,
+                    step=64,
+                    tooltip="Outputs larger than this (pixels) are sampled in overlapping tiles of this size.",
+                ),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The diffusion-decoded images."),
+                io.Image.Output(display_name="fidelity", tooltip="The fidelity decode at the same size."),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, seed, steps, cfg,
+        sampler_name, scheduler, color_fix: str = "wavelet", tile_size: int = 768, prompt: str = "",
+        negative: str = NEGATIVE_DEFAULT,
+    ) -> io.NodeOutput:  # fmt: skip
+        p = prepare(
+            model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, prompt, negative
+        )
+        samples = sample_tiled(
+            model, p, seed, steps, cfg, sampler_name, scheduler, tile_size // 8, adaptor_strength=adaptor_strength
+        )
+        images = vae.decode(samples)
+        if images.ndim == 5:  # some VAEs return (B, T, H, W, C)
+            images = images.reshape(-1, *images.shape[-3:])
+        fidelity = to_comfy_image([p.hints.decoded[i : i + 1] for i in range(p.hints.decoded.shape[0])])
+        images = apply_color_fix(images.to(fidelity.device), fidelity, color_fix)
+        return io.NodeOutput(images, fidelity, ui=ui.PreviewText(_summary(p)))
+
+
+def sample_tiled(model, p: Prepared, seed, steps, cfg, sampler_name, scheduler, tile: int, adaptor_strength=1.0):
+    """Sample the prepared latent, in overlapping latent tiles of ``tile`` when it is larger, with one
+    progress bar (and live preview) over every tile's steps. The noise is drawn once for the whole latent,
+    so a tile sees the same noise as the untiled run would there."""
+    latent = comfy.sample.fix_empty_latent_channels(model, p.latent)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    h, w = latent.shape[-2:]
+    overlap = min(tile // 4, 16)
+    ys, xs = tiles(h, tile, overlap), tiles(w, tile, overlap)
+    windows = [(y, min(h, y + tile), x, min(w, x + tile)) for y in ys for x in xs]
+    total = len(windows) * steps
+    pbar = comfy.utils.ProgressBar(total)
+    previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+    out = torch.zeros_like(latent, dtype=torch.float32)
+    acc = torch.zeros(1, 1, h, w)
+    for k, (y0, y1, x0, x1) in enumerate(windows):
+        mm.throw_exception_if_processing_interrupted()
+
+        def callback(step, x0_pred, x, total_steps, k=k):
+            preview = previewer.decode_latent_to_preview_image("JPEG", x0_pred) if previewer else None
+            pbar.update_absolute(k * steps + step + 1, total, preview)
+
+        if len(windows) == 1:
+            m, lat, nz = p.model, latent, noise
+        else:
+            sub = p.hints.crop(8 * y0, 8 * y1, 8 * x0, 8 * x1)
+            lat = latent[..., y0:y1, x0:x1]
+            nz = noise[..., y0:y1, x0:x1]
+            m = patch_model(model, sub, lat, p.adaptor, adaptor_strength, p.consistency)
+        s = comfy.sample.sample(
+            m, nz, steps, cfg, sampler_name, scheduler, p.positive, p.negative, lat, denoise=p.denoise,
+            callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+        )  # fmt: skip
+        wgt = feather(y1 - y0, x1 - x0, y0 > 0, y1 < h, x0 > 0, x1 < w, overlap)[None, None]
+        out[..., y0:y1, x0:x1] += s.float().cpu() * wgt
+        acc[..., y0:y1, x0:x1] += wgt
+    return out / acc

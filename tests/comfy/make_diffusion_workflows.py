@@ -1,0 +1,148 @@
+"""Author the two diffusion-decoder example workflows on the real ComfyUI canvas (as make_workflows.py does
+for the others) and save them as the canvas saves them, with JPEG thumbnails.
+
+    .venv/bin/python tests/comfy/make_diffusion_workflows.py
+
+The workflows name ComfyUI's usual SD 1.5 file (``v1-5-pruned-emaonly-fp16.safetensors``) in Load
+Checkpoint; users pick their own checkpoint there. No real SD weights exist on this machine, so the
+thumbnails are rendered with the random-weight SD 1.5 test checkpoint linked under that name (the canvas
+shows the graph; the sampled picture in it is noise-like, as random weights give).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import diffusion_checkpoint  # noqa: E402
+import harness  # noqa: E402
+import make_workflows  # noqa: E402
+
+CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+
+NOTE_SPLIT = (
+    "Diffusion decoding of an .assr file on your own Stable Diffusion 1.x/2.x checkpoint, with the stock KSampler.\n\n"
+    "1. Choose your checkpoint in Load Checkpoint.\n2. Put an .assr file in the input folder (or upload it on Load "
+    "ASSR Bitstream).\n3. ASSR Diffusion Prepare decodes it with the fidelity decoder and patches the model; its "
+    "denoise output drives KSampler's denoise (more for files that lost more). realism: 0 = faithful, 1 = more "
+    "invented detail. adaptor: trained weights from models/assr_eic_adaptors/, or none (training-free).\n"
+    "4. ASSR Color Fix pulls the colours back to the fidelity decode."
+)
+NOTE_ALL = (
+    "The same diffusion decoding in one node: ASSR Diffusion Decode samples with live preview and progress, "
+    "decodes and colour-fixes; outputs larger than tile_size are sampled in overlapping tiles.\n\n"
+    "Choose your SD checkpoint in Load Checkpoint and an .assr file in Load ASSR Bitstream, then queue."
+)
+
+WORKFLOWS = {
+    "assr_diffusion_split": {
+        "nodes": [
+            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 300], "widgets": {"text": NOTE_SPLIT}},
+            {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 380], "size": [380, 100],
+             "widgets": {"ckpt_name": CHECKPOINT}},
+            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 520], "size": [380, 120],
+             "widgets": {"bitstream": "example.assr"}},
+            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 680], "size": [380, 90]},
+            {"id": "prep", "type": "ASSR_DiffusionPrepare", "pos": [460, 40], "size": [340, 560]},
+            {"id": "ks", "type": "KSampler", "pos": [840, 40], "size": [300, 480],
+             "widgets": {"steps": 20, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal"}},
+            {"id": "vaedec", "type": "VAEDecode", "pos": [1180, 40], "size": [220, 50]},
+            {"id": "fix", "type": "ASSR_ColorFix", "pos": [1180, 140], "size": [260, 110],
+             "widgets": {"method": "wavelet"}},
+            {"id": "saveimg", "type": "SaveImage", "pos": [1480, 40], "size": [380, 420],
+             "widgets": {"filename_prefix": "assr/diffusion"}},
+            {"id": "fid", "type": "PreviewImage", "pos": [1180, 300], "size": [260, 300], "title": "fidelity decode"},
+        ],
+        "links": [
+            ["ckpt", "MODEL", "prep", "model"], ["ckpt", "CLIP", "prep", "clip"], ["ckpt", "VAE", "prep", "vae"],
+            ["load", "bitstream", "prep", "bitstream"], ["model", "model", "prep", "assr_model"],
+            ["prep", "model", "ks", "model"], ["prep", "positive", "ks", "positive"],
+            ["prep", "negative", "ks", "negative"], ["prep", "latent", "ks", "latent_image"],
+            ["prep", "denoise", "ks", "denoise"], ["ks", "LATENT", "vaedec", "samples"],
+            ["ckpt", "VAE", "vaedec", "vae"], ["vaedec", "IMAGE", "fix", "image"],
+            ["prep", "fidelity", "fix", "reference"], ["fix", "image", "saveimg", "images"],
+            ["prep", "fidelity", "fid", "images"],
+        ],
+    },
+    "assr_diffusion_all_in_one": {
+        "nodes": [
+            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 220], "widgets": {"text": NOTE_ALL}},
+            {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 300], "size": [380, 100],
+             "widgets": {"ckpt_name": CHECKPOINT}},
+            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 440], "size": [380, 120],
+             "widgets": {"bitstream": "example.assr"}},
+            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 600], "size": [380, 90]},
+            {"id": "dec", "type": "ASSR_DiffusionDecode", "pos": [460, 40], "size": [360, 760],
+             "widgets": {"steps": 20, "cfg": 4.0}},
+            {"id": "saveimg", "type": "SaveImage", "pos": [860, 40], "size": [380, 420],
+             "widgets": {"filename_prefix": "assr/diffusion"}},
+            {"id": "fid", "type": "PreviewImage", "pos": [860, 500], "size": [380, 300], "title": "fidelity decode"},
+        ],
+        "links": [
+            ["ckpt", "MODEL", "dec", "model"], ["ckpt", "CLIP", "dec", "clip"], ["ckpt", "VAE", "dec", "vae"],
+            ["load", "bitstream", "dec", "bitstream"], ["model", "model", "dec", "assr_model"],
+            ["dec", "image", "saveimg", "images"], ["dec", "fidelity", "fid", "images"],
+        ],
+    },
+}  # fmt: skip
+
+THUMB_STEPS = {"KSampler": 4, "ASSR_DiffusionDecode": 4}  # the canvas run for the thumbnail only
+
+
+async def author(srv: harness.ComfyServer, out_dir: Path) -> None:
+    from PIL import Image
+
+    async with harness.Browser(1600, 1000) as b:
+        for name, spec in WORKFLOWS.items():
+            await harness.open_canvas(b, srv)
+            ids = await b.eval(f"({make_workflows.JS_BUILD})({json.dumps(spec)})")
+            await make_workflows.fit_view(b)
+            workflow = await b.eval("app.graph.serialize()")
+            workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"assr-eic/workflows/{name}"))
+            (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+            for node_type, steps in THUMB_STEPS.items():
+                await b.eval(harness.js_set_widget(node_type, "steps", steps))
+            await make_workflows.run_on_canvas(b, srv, ids["saveimg"], timeout=900)
+            png = out_dir / f".{name}.png"
+            await b.screenshot(png)
+            im = Image.open(png).convert("RGB")
+            im.thumbnail((800, 500))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=82, optimize=True)
+            (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())
+            png.unlink()
+            print(f"wrote workflows/{name}.json and .jpg ({len(buf.getvalue()) // 1024} KB)", flush=True)
+
+
+def main() -> int:
+    from PIL import Image
+
+    harness.fetch_comfyui()
+    base = harness.make_base(Path(tempfile.mkdtemp(prefix="assr-diffusion-workflows-")))
+    photos = harness.put_photos(base / "input")
+    small = base / "input" / "astronaut_128.png"
+    Image.open(photos["astronaut"]).resize((128, 128), Image.Resampling.LANCZOS).save(small)
+    (base / "input" / "example.assr").write_bytes(harness.example_bitstream(small, bpp=0.1))
+    src = diffusion_checkpoint.ensure()
+    (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (base / "models" / "checkpoints" / CHECKPOINT).symlink_to(src)
+    srv = harness.ComfyServer(base).start(timeout=600)  # a busy machine starts it slowly
+    try:
+        harness.quiet_first_run(srv)
+        asyncio.run(author(srv, harness.WORKFLOWS))
+    finally:
+        srv.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
