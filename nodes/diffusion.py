@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from assr_eic.diffusion import (
     wavelet_color_fix,
 )
 from assr_eic.diffusion.adaptor import adaptor_from_state
+from assr_eic.diffusion.sampler import tile_boxes, tiled
 from assr_eic.pipeline import decode
 
 from .common import CATEGORY, ASSRBitstreamType, ASSRModelType, ModelHandle, Progress, items_of, to_comfy_image
@@ -475,29 +475,6 @@ class ASSRColorFix(io.ComfyNode):
 # --- all in one -----------------------------------------------------------------------------------
 
 
-def tiles(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of windows of ``tile`` covering ``n`` with at least ``overlap`` shared."""
-    if n <= tile:
-        return [0]
-    count = math.ceil((n - overlap) / (tile - overlap))
-    return [round(i * (n - tile) / (count - 1)) for i in range(count)]
-
-
-def feather(h: int, w: int, top: bool, bottom: bool, left: bool, right: bool, ramp: int) -> torch.Tensor:
-    """Blend weights of a tile: linear ramps of ``ramp`` latent pixels on the sides that meet another tile."""
-
-    def axis(n: int, start: bool, end: bool) -> torch.Tensor:
-        v = torch.ones(n)
-        r = torch.arange(1, ramp + 1, dtype=torch.float32) / (ramp + 1)
-        if start and ramp:
-            v[:ramp] = torch.minimum(v[:ramp], r)
-        if end and ramp:
-            v[n - ramp :] = torch.minimum(v[n - ramp :], r.flip(0))
-        return v
-
-    return axis(h, top, bottom)[:, None] * axis(w, left, right)[None, :]
-
-
 class ASSRDiffusionDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -579,32 +556,31 @@ def sample_tiled(model, p: Prepared, seed, steps, cfg, sampler_name, scheduler, 
     noise = comfy.sample.prepare_noise(latent, seed)
     h, w = latent.shape[-2:]
     overlap = min(tile // 4, 16)
-    ys, xs = tiles(h, tile, overlap), tiles(w, tile, overlap)
-    windows = [(y, min(h, y + tile), x, min(w, x + tile)) for y in ys for x in xs]
-    total = len(windows) * steps
+    total = len(tile_boxes(h, w, tile, overlap)) * steps
     pbar = comfy.utils.ProgressBar(total)
     previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
-    out = torch.zeros_like(latent, dtype=torch.float32)
-    acc = torch.zeros(1, 1, h, w)
-    for k, (y0, y1, x0, x1) in enumerate(windows):
-        mm.throw_exception_if_processing_interrupted()
+    done = [0]  # tiles finished so far, for the progress bar
 
-        def callback(step, x0_pred, x, total_steps, k=k):
+    def sample_tile(lat: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        mm.throw_exception_if_processing_interrupted()
+        y0, y1, x0, x1 = box
+        k = done[0]
+
+        def callback(step, x0_pred, x, total_steps):
             preview = previewer.decode_latent_to_preview_image("JPEG", x0_pred) if previewer else None
             pbar.update_absolute(k * steps + step + 1, total, preview)
 
-        if len(windows) == 1:
-            m, lat, nz = p.model, latent, noise
+        if (y1 - y0, x1 - x0) == (h, w):
+            m = p.model
         else:
-            sub = p.hints.crop(8 * y0, 8 * y1, 8 * x0, 8 * x1)
-            lat = latent[..., y0:y1, x0:x1]
-            nz = noise[..., y0:y1, x0:x1]
-            m = patch_model(model, sub, lat, p.adaptor, adaptor_strength, p.consistency)
-        s = comfy.sample.sample(
-            m, nz, steps, cfg, sampler_name, scheduler, p.positive, p.negative, lat, denoise=p.denoise,
-            callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+            m = patch_model(model, p.hints.crop(8 * y0, 8 * y1, 8 * x0, 8 * x1), lat, p.adaptor, adaptor_strength,
+                            p.consistency)  # fmt: skip
+        out = comfy.sample.sample(
+            m, noise[..., y0:y1, x0:x1], steps, cfg, sampler_name, scheduler, p.positive, p.negative, lat,
+            denoise=p.denoise, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
         )  # fmt: skip
-        wgt = feather(y1 - y0, x1 - x0, y0 > 0, y1 < h, x0 > 0, x1 < w, overlap)[None, None]
-        out[..., y0:y1, x0:x1] += s.float().cpu() * wgt
-        acc[..., y0:y1, x0:x1] += wgt
-    return out / acc
+        done[0] += 1
+        return out.float().cpu()
+
+    return tiled(sample_tile, latent.float(), tile, overlap)
+
