@@ -113,6 +113,10 @@ class AV1Codec:
         # dav1d refuses (before allocating) a frame larger than the header says: a crafted sequence
         # header cannot make it allocate a 65536 x 65536 frame for a 64 x 64 file
         ctx.options = {"max_pixels": str(ph * pw)}
+        # one thread: with dav1d worker threads, a malformed payload can leave a worker releasing the
+        # packet (a PyAV buffer whose free callback needs the GIL) while the main thread, holding the
+        # GIL, tears the context down and waits for that worker: a deadlock (found by fuzzing)
+        ctx.thread_count = 1
         try:
             frames = [*ctx.decode(av.Packet(_TEMPORAL_DELIMITER + streams[0])), *ctx.decode(None)]
         except (av.error.FFmpegError, ValueError) as e:
