@@ -66,13 +66,13 @@ def to_tensor(image: ImageLike) -> torch.Tensor:
         if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
             raise ImageError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
         check_image_size(arr.shape[0], arr.shape[1])
-        if arr.dtype in _MAX_BY_DTYPE:
-            x = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32)) / _MAX_BY_DTYPE[arr.dtype]
-        elif arr.dtype.kind == "f":
-            x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-        else:
+        if arr.dtype not in _MAX_BY_DTYPE and arr.dtype.kind != "f":
             raise ImageError(f"expected uint8, uint16, bool or float pixels, got {image.dtype}")
-        x = x.permute(2, 0, 1)[None]
+        src = torch.from_numpy(np.ascontiguousarray(arr.view(np.uint8) if arr.dtype == bool else arr))
+        x = torch.empty((1, arr.shape[2], arr.shape[0], arr.shape[1]), dtype=torch.float32)
+        x[0].copy_(src.permute(2, 0, 1))  # one float copy, channels first (memory: 12 bytes per RGB pixel)
+        if arr.dtype in _MAX_BY_DTYPE:
+            x.div_(_MAX_BY_DTYPE[arr.dtype])
     elif isinstance(image, torch.Tensor):
         x = image[None] if image.ndim == 3 else image
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] not in (1, 2, 3, 4):
@@ -81,14 +81,14 @@ def to_tensor(image: ImageLike) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         elif x.dtype == torch.bool or x.dtype.is_floating_point:
-            x = x.float()
+            x = x.float().clone()
         else:
             raise ImageError(f"expected uint8, bool or float pixels, got {image.dtype}")
     else:
         raise ImageError(f"expected a numpy array or a torch tensor, got {type(image).__name__}")
-    if x.dtype == torch.float32 and not torch.isfinite(x).all():
+    if not torch.isfinite(x).all():
         raise ImageError("the image has NaN or infinite values")
-    x = x.clamp(0, 1)
+    x.clamp_(0, 1)
     if x.shape[1] in (2, 4):
         x = composite_over_white(x[:, :-1], x[:, -1:])
     if x.shape[1] == 1:
@@ -144,11 +144,36 @@ class Encoded:
     lowres: LowresCode
 
 
+DOWNSAMPLE_TILE = 512  # low-res pixels per tile side for the downsampler's refinement network
+
+
 def downsample(model: ASSRModel, x: torch.Tensor, codec: str, scale_code: int) -> torch.Tensor:
-    """The low-res image the base codec codes at this scale (resampling + learned refinement)."""
+    """The low-res image the base codec codes at this scale (resampling + learned refinement).
+
+    The refinement runs in tiles of :data:`DOWNSAMPLE_TILE` low-res pixels with a halo wider than its
+    receptive field, so its memory is bounded for any image (its full-frame activations at s = 1 on a
+    16 Mpx image would take gigabytes); the result equals the whole-frame refinement up to float rounding.
+    """
+    from .rescale import resize
+
     size = lowres_size(*x.shape[-2:], scale_code)
+    ds = model.downsampler[codec]
+    s = 1 + scale_code / 64
     with torch.inference_mode():
-        return model.downsampler[codec](x, size, codec, 1 + scale_code / 64)
+        base = resize(x, size)
+        h, w = size
+        t = DOWNSAMPLE_TILE
+        if h <= t and w <= t:
+            return ds.refine(base, codec, s)
+        m = 2 * ds.config["blocks"] + 4  # receptive radius (head + 2 convs per block + tail) plus slack
+        out = torch.empty_like(base)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                ya, xa = max(0, y0 - m), max(0, x0 - m)
+                r = ds.refine(base[..., ya : min(h, y1 + m), xa : min(w, x1 + m)], codec, s)
+                out[..., y0:y1, x0:x1] = r[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out
 
 
 def encode_at(

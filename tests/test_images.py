@@ -183,6 +183,24 @@ class TestShapes:
             small = decompress(data, size, model=model, tile=128).astype(int)
             assert np.abs(small - expected).max() <= 1 and np.mean(small != expected) < 0.01
 
+    def test_tiled_downsampler_equals_the_whole_frame(self, model):
+        from assr_eic.bitstream import quantize_scale
+        from assr_eic.pipeline import downsample
+
+        x = to_tensor(gradient(1100, 1300))
+        ds = model.downsampler["av1"]
+        saved = ds.tail.weight.detach().clone()
+        with torch.no_grad():  # a non-trivial refinement, so tile seams would show
+            ds.tail.weight.normal_(0, 0.05)
+        try:
+            for s in (1.0, 1.5):
+                whole = ds(x, tuple(downsample(model, x, "av1", quantize_scale(s)).shape[-2:]), "av1", s)
+                tiled = downsample(model, x, "av1", quantize_scale(s))
+                assert tiled.shape[-2] > 512 and (tiled - whole).abs().max() < 1e-5
+        finally:
+            with torch.no_grad():
+                ds.tail.weight.copy_(saved)
+
     def test_4096_square(self, model):
         img = gradient(4096, 4096)
         out = round_trip(model, img, s=8.0, q=0.6)
