@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from .bitstream import (
+    MAX_PIXELS,
+    MAX_SIDE,
     Bitstream,
     BitstreamError,
     ModelMismatchError,
@@ -20,7 +22,7 @@ from .bitstream import (
     quantize_quality,
     quantize_scale,
 )
-from .codec.av1 import to_uint8  # noqa: F401 - part of the public API
+from .codec.av1 import to_uint8  # also part of the public API
 from .codec.base import LowresCode
 from .model import ASSRModel, load_model
 
@@ -33,44 +35,103 @@ class ImageError(ValueError):
     """An input image that cannot be compressed (wrong shape or type, unreadable file)."""
 
 
+def check_image_size(height: int, width: int) -> None:
+    """Refuse sizes the format cannot hold (1..32768 per side, at most 2**28 pixels) before any allocation."""
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+        raise ImageError(
+            f"image size {width}x{height} is not supported: each side must be 1..{MAX_SIDE} pixels and the "
+            f"image at most {MAX_PIXELS} pixels (16384x16384)"
+        )
+
+
+def composite_over_white(color: np.ndarray | torch.Tensor, alpha: np.ndarray | torch.Tensor):
+    """The alpha rule: ``color * alpha + 1 * (1 - alpha)``, everything in [0, 1] (transparent -> white)."""
+    return color * alpha + (1 - alpha)
+
+
+_MAX_BY_DTYPE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(bool): 1.0}
+
+
 def to_tensor(image: ImageLike) -> torch.Tensor:
-    """uint8 (H, W, 3) array or float (1, 3, H, W) / (3, H, W) tensor in [0, 1] -> float (1, 3, H, W)."""
+    """An image array or tensor -> float RGB (1, 3, H, W) in [0, 1].
+
+    Accepted: numpy (H, W) or (H, W, C) and torch (C, H, W) or (1, C, H, W), with C = 1 (grey), 2 (grey +
+    alpha), 3 (RGB) or 4 (RGBA); uint8 (/255), uint16 (/65535), bool, or float in [0, 1] (clipped; NaN
+    and infinity are refused). Grey becomes R = G = B. Alpha is composited over white:
+    ``rgb * a + (1 - a)``, so fully transparent pixels become white and alpha is not stored.
+    Sizes beyond the format's limits raise :class:`ImageError` before any conversion.
+    """
     if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ImageError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
-        if image.dtype != np.uint8:
-            raise ImageError(f"expected uint8 pixels, got {image.dtype}")
-        return torch.tensor(image).permute(2, 0, 1)[None].float() / 255.0
-    if isinstance(image, torch.Tensor):
+        arr = image[..., None] if image.ndim == 2 else image
+        if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+            raise ImageError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+        check_image_size(arr.shape[0], arr.shape[1])
+        if arr.dtype not in _MAX_BY_DTYPE and arr.dtype.kind != "f":
+            raise ImageError(f"expected uint8, uint16, bool or float pixels, got {image.dtype}")
+        src = torch.from_numpy(np.ascontiguousarray(arr.view(np.uint8) if arr.dtype == bool else arr))
+        x = torch.empty((1, arr.shape[2], arr.shape[0], arr.shape[1]), dtype=torch.float32)
+        x[0].copy_(src.permute(2, 0, 1))  # one float copy, channels first (memory: 12 bytes per RGB pixel)
+        if arr.dtype in _MAX_BY_DTYPE:
+            x.div_(_MAX_BY_DTYPE[arr.dtype])
+    elif isinstance(image, torch.Tensor):
         x = image[None] if image.ndim == 3 else image
-        if x.ndim != 4 or x.shape[:2] != (1, 3):
-            raise ImageError(f"expected a (1, 3, H, W) tensor, got {tuple(image.shape)}")
-        return x.float().clamp(0, 1)
-    raise ImageError(f"expected a numpy array or a torch tensor, got {type(image).__name__}")
+        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] not in (1, 2, 3, 4):
+            raise ImageError(f"expected a (1, C, H, W) or (C, H, W) tensor with C in 1..4, got {tuple(image.shape)}")
+        check_image_size(x.shape[2], x.shape[3])
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        elif x.dtype == torch.bool or x.dtype.is_floating_point:
+            x = x.float().clone()
+        else:
+            raise ImageError(f"expected uint8, bool or float pixels, got {image.dtype}")
+    else:
+        raise ImageError(f"expected a numpy array or a torch tensor, got {type(image).__name__}")
+    if not torch.isfinite(x).all():
+        raise ImageError("the image has NaN or infinite values")
+    x.clamp_(0, 1)
+    if x.shape[1] in (2, 4):
+        x = composite_over_white(x[:, :-1], x[:, -1:])
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.contiguous()
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 RGB: EXIF rotation applied, alpha composited over white."""
+    """Read an image file as uint8 RGB (H, W, 3); raises :class:`ImageError` for anything unusable.
+
+    - EXIF orientation is applied (the result is the image as viewers show it);
+    - alpha (RGBA, LA, PA, palette or grey with a transparent colour) is composited over white,
+      ``rgb * a + 255 * (1 - a)`` rounded: transparent pixels become white, alpha is not stored;
+    - grey (L, 1, I;16) becomes R = G = B; 16-bit samples are scaled to 8 bits by ``round(v * 255 / 65535)``
+      (16-bit RGB PNGs are reduced to 8 bits by Pillow, which keeps the high byte);
+    - CMYK (e.g. CMYK JPEG), palette and other modes are converted by Pillow;
+    - sizes beyond the format's limits (1..32768 per side, 2**28 pixels) are refused from the header alone,
+      before the pixels are decoded.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            check_image_size(im.size[1], im.size[0])
             im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, rgba)
-            if im.mode == "I;16" or im.mode.startswith("I"):
-                arr = np.asarray(im, dtype=np.float64)
-                scale = 65535.0 if arr.max() > 255 else 255.0
+            if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+                rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+                rgb = composite_over_white(rgba[..., :3], rgba[..., 3:])
+                return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+            if im.mode.startswith("I;16") or im.mode == "I":
+                arr = np.asarray(im).astype(np.float64)
+                # I;16 is 16-bit by definition; a 32-bit "I" image is taken as 16-bit if any value exceeds 255
+                scale = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
                 g = np.clip(np.rint(arr / scale * 255), 0, 255).astype(np.uint8)
                 return np.repeat(g[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise ImageError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:  # Pillow refuses > 179 Mpx from the header; same message style
+        raise ImageError(f"{path}: image too large to load ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as e:
+        if isinstance(e, ImageError):
+            raise
         raise ImageError(f"cannot read {path} as an image ({e})") from None
 
 
@@ -83,11 +144,36 @@ class Encoded:
     lowres: LowresCode
 
 
+DOWNSAMPLE_TILE = 512  # low-res pixels per tile side for the downsampler's refinement network
+
+
 def downsample(model: ASSRModel, x: torch.Tensor, codec: str, scale_code: int) -> torch.Tensor:
-    """The low-res image the base codec codes at this scale (resampling + learned refinement)."""
+    """The low-res image the base codec codes at this scale (resampling + learned refinement).
+
+    The refinement runs in tiles of :data:`DOWNSAMPLE_TILE` low-res pixels with a halo wider than its
+    receptive field, so its memory is bounded for any image (its full-frame activations at s = 1 on a
+    16 Mpx image would take gigabytes); the result equals the whole-frame refinement up to float rounding.
+    """
+    from .rescale import resize
+
     size = lowres_size(*x.shape[-2:], scale_code)
+    ds = model.downsampler[codec]
+    s = 1 + scale_code / 64
     with torch.inference_mode():
-        return model.downsampler[codec](x, size, codec, 1 + scale_code / 64)
+        base = resize(x, size)
+        h, w = size
+        t = DOWNSAMPLE_TILE
+        if h <= t and w <= t:
+            return ds.refine(base, codec, s)
+        m = 2 * ds.config["blocks"] + 4  # receptive radius (head + 2 convs per block + tail) plus slack
+        out = torch.empty_like(base)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                ya, xa = max(0, y0 - m), max(0, x0 - m)
+                r = ds.refine(base[..., ya : min(h, y1 + m), xa : min(w, x1 + m)], codec, s)
+                out[..., y0:y1, x0:x1] = r[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out
 
 
 def encode_at(
@@ -165,10 +251,10 @@ class Decoded:
     bitstream: Bitstream
 
 
-def decode(
-    data: bytes | Bitstream, size: tuple[int, int] | None = None, model: ASSRModel | str | os.PathLike | None = None
-) -> Decoded:
-    """Parse, check the model fingerprint, decode the low-res image and fidelity-decode it to ``size``."""
+def _decode_lowres(
+    data: bytes | Bitstream, size: tuple[int, int] | None, model: ASSRModel | str | os.PathLike | None
+) -> tuple[Bitstream, ASSRModel, LowresCode]:
+    """Parse, check the model fingerprint and the output size, decode the low-res image."""
     bs = data if isinstance(data, Bitstream) else parse(data)
     model = model if isinstance(model, ASSRModel) else load_model(model)
     if bs.fingerprint != model.fingerprint:
@@ -182,14 +268,43 @@ def decode(
             raise ValueError(f"output size {w}x{h} must be at least 1x1 and at most {MAX_OUTPUT_PIXELS} pixels")
     with torch.inference_mode():
         lowres = model.codec(bs.codec).decode(bs.streams, bs.lowres_size, bs.quality_code)
+    return bs, model, lowres
+
+
+def decode(
+    data: bytes | Bitstream, size: tuple[int, int] | None = None, model: ASSRModel | str | os.PathLike | None = None
+) -> Decoded:
+    """Parse, check the model fingerprint, decode the low-res image and fidelity-decode it to ``size``."""
+    bs, model, lowres = _decode_lowres(data, size, model)
     return Decoded(reconstruct(model, bs, lowres, size), lowres, bs)
 
 
 def decompress(
-    data: bytes, size: tuple[int, int] | None = None, model: ASSRModel | str | os.PathLike | None = None
+    data: bytes,
+    size: tuple[int, int] | None = None,
+    model: ASSRModel | str | os.PathLike | None = None,
+    *,
+    tile: int = 512,
 ) -> np.ndarray:
-    """Decode ``.assr`` bytes to a uint8 (H, W, 3) image at ``size`` = (H, W) (default: original)."""
-    return to_uint8(decode(data, size, model).image)
+    """Decode ``.assr`` bytes to a uint8 (H, W, 3) image at ``size`` = (H, W) (default: original).
+
+    The fidelity decoder renders ``tile`` x ``tile`` output tiles straight into the uint8 result, so
+    beyond the output itself (3 bytes per pixel) memory is one tile's work: the same pixels as
+    ``to_uint8(decode(...).image)``, without its float (H, W) buffer.
+    """
+    bs, model, lowres = _decode_lowres(data, size, model)
+    H, W = size or (bs.height, bs.width)
+    sr = model.sr[bs.codec]
+    x = lowres.x_hat
+    unc = lowres.uncertainty if lowres.uncertainty is not None else torch.zeros_like(x[:, :1])
+    out = np.empty((H, W, 3), np.uint8)
+    with torch.inference_mode():
+        emb = sr.embedding(bs.codec, bs.scale, bs.quality, x.shape[0])
+        for y0 in range(0, H, tile):
+            for x0 in range(0, W, tile):
+                y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
+                out[y0:y1, x0:x1] = to_uint8(sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1)))
+    return out
 
 
 def read_bitstream(path: str | os.PathLike) -> bytes:

@@ -110,6 +110,13 @@ class AV1Codec:
         h, w = size
         ph, pw = _padded_size(h, w)
         ctx = av.CodecContext.create("libdav1d", "r")
+        # dav1d refuses (before allocating) a frame larger than the header says: a crafted sequence
+        # header cannot make it allocate a 65536 x 65536 frame for a 64 x 64 file
+        ctx.options = {"max_pixels": str(ph * pw)}
+        # one thread: with dav1d worker threads, a malformed payload can leave a worker releasing the
+        # packet (a PyAV buffer whose free callback needs the GIL) while the main thread, holding the
+        # GIL, tears the context down and waits for that worker: a deadlock (found by fuzzing)
+        ctx.thread_count = 1
         try:
             frames = [*ctx.decode(av.Packet(_TEMPORAL_DELIMITER + streams[0])), *ctx.decode(None)]
         except (av.error.FFmpegError, ValueError) as e:
@@ -118,8 +125,11 @@ class AV1Codec:
             got = f"{frames[0].width}x{frames[0].height}" if frames else "no frame"
             raise BitstreamError(f"invalid file: the AV1 payload decodes to {got}, expected {pw}x{ph}")
         frame = frames[0]
-        if frame.format.name != "yuv420p":
-            frame = frame.reformat(format="yuv420p")
+        if frame.format.name != "yuv420p":  # a crafted stream may be 10-bit, 4:4:4 or monochrome
+            try:
+                frame = frame.reformat(format="yuv420p")
+            except (av.error.FFmpegError, ValueError) as e:
+                raise BitstreamError(f"invalid file: the AV1 frame has an unusable format ({e})") from None
         yuv = frame.to_ndarray()
         x_hat = _yuv420_to_rgb(yuv, ph, pw)[..., :h, :w]
         return LowresCode(streams=tuple(streams), x_hat=x_hat, symbols=(torch.from_numpy(yuv.copy()),))

@@ -12,7 +12,12 @@ the decoder to pick the same CDF for every symbol. Two things guarantee it here:
   at load time;
 * at coding time the hyper-synthesis ``h_s`` runs in fixed point: weights and activations are
   integers carried in float64, where every product and partial sum is an exact integer below 2**53,
-  so summation order (threads, SIMD, BLAS) cannot change a single bit of the scales and means.
+  so summation order (threads, SIMD, BLAS) cannot change a single bit of the scales and means;
+* its outputs, the entropy parameters, are snapped to a coarse grid: scales and means are integers in
+  units of ``2**-PARAM_FRAC_BITS`` (1/64), scales clamped to [0.11, 256] and means to [-256, 256].
+  Every consumer re-snaps them (:meth:`VariableRateHyperprior.entropy_parameters`), so relative noise
+  up to ``2**-(PARAM_FRAC_BITS + 1) / 256`` (3e-5; e.g. a float path, another BLAS or a GPU carrying
+  the parameters) cannot move a scale index or a mean: they return exactly to the grid.
 """
 
 from __future__ import annotations
@@ -34,6 +39,25 @@ from .rans import CheckedEntropyCoder
 STRIDE = 64  # g_a downsamples by 16, h_a by 4 more
 _FA, _FW = 8, 12  # fractional bits of activations and weights in the exact h_s
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
+PARAM_FRAC_BITS = 6  # entropy parameters are multiples of 2**-6: 256 * 1e-5 = 2.6e-3 < 2**-7, half a step
+MEANS_MAX = 256.0
+MAX_LOWRES_PIXELS = 1 << 22  # 2048 x 2048: bounds g_a / g_s memory and the (pure Python) rANS decoding time
+
+
+def check_lowres_size(size: tuple[int, int], exc: type[Exception] = ValueError) -> None:
+    """The learned codec codes low-res images up to :data:`MAX_LOWRES_PIXELS` (refused before any work)."""
+    h, w = size
+    if h * w > MAX_LOWRES_PIXELS:
+        raise exc(
+            f"the learned codec codes low-res images up to {MAX_LOWRES_PIXELS} pixels (2048x2048); this one is "
+            f"{w}x{h}: use a larger scale or the av1 codec"
+        )
+
+
+def snap(v: torch.Tensor, frac_bits: int | None = None) -> torch.Tensor:
+    """Round to the entropy-parameter grid: multiples of 2**-frac_bits (float64, exact)."""
+    k = PARAM_FRAC_BITS if frac_bits is None else frac_bits
+    return torch.round(v.double() * 2**k) / 2**k
 
 
 def scale_table() -> torch.Tensor:
@@ -52,16 +76,12 @@ class VariableRateHyperprior(CompressionModel):
         self.config = {"N": N, "M": M, "levels": levels, "lmbda_min": lmbda_min, "lmbda_max": lmbda_max}
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
-        self.g_a = nn.Sequential(
-            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
-        )
+        self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
         self.g_s = nn.Sequential(
             deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
             deconv(N, N), GDN(N, inverse=True), deconv(N, 3),
         )  # fmt: skip
-        self.h_a = nn.Sequential(
-            conv(M, N, stride=1, kernel_size=3), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N)
-        )
+        self.h_a = nn.Sequential(conv(M, N, stride=1, kernel_size=3), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
         self.h_s = nn.Sequential(
             deconv(N, M), nn.ReLU(), deconv(M, M * 3 // 2), nn.ReLU(),
             conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
@@ -108,7 +128,11 @@ class VariableRateHyperprior(CompressionModel):
 
     @torch.no_grad()
     def h_s_exact(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h_s in fixed point (bit-identical everywhere) -> (scales_hat, means_hat) in float32."""
+        """h_s in fixed point (bit-identical everywhere) -> (scales_hat, means_hat) on the parameter grid.
+
+        The outputs are multiples of ``2**-PARAM_FRAC_BITS`` (the last fixed-point result rounded in
+        integers), as float32 (exact); :meth:`entropy_parameters` clamps them to their ranges.
+        """
         a = torch.round(z_hat.double() * 2**_FA)
         for layer in self.h_s:
             if isinstance(layer, nn.ReLU):
@@ -117,14 +141,31 @@ class VariableRateHyperprior(CompressionModel):
             w = torch.round(layer.weight.double() * 2**_FW)
             b = torch.round(layer.bias.double() * 2 ** (_FA + _FW))
             if isinstance(layer, nn.ConvTranspose2d):
-                o = nn.functional.conv_transpose2d(
-                    a, w, b, layer.stride, layer.padding, layer.output_padding
-                )
+                o = nn.functional.conv_transpose2d(a, w, b, layer.stride, layer.padding, layer.output_padding)
             else:
                 o = nn.functional.conv2d(a, w, b, layer.stride, layer.padding)
             a = torch.floor(o / 2**_FW)
-        scales, means = (a / 2**_FA).float().chunk(2, 1)
+        scales, means = (a / 2**_FA).chunk(2, 1)
+        return snap(scales).float(), snap(means).float()
+
+    @staticmethod
+    def snap_parameters(
+        scales: torch.Tensor, means: torch.Tensor, frac_bits: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and means -> the grid, clamped to their ranges, as float32 (idempotent)."""
+        scales = snap(scales, frac_bits).clamp_(SCALES_MIN, SCALES_MAX).float()
+        means = snap(means, frac_bits).clamp_(-MEANS_MAX, MEANS_MAX).float()
         return scales, means
+
+    def entropy_parameters(
+        self, scales: torch.Tensor, means: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hyper-decoder outputs -> (scale indexes, scales, means) for the Gaussian conditional.
+
+        Re-snaps its inputs first, so small float noise on them (relative 3e-5 or less) changes nothing.
+        """
+        scales, means = self.snap_parameters(scales, means)
+        return self.gaussian_conditional.build_indexes(scales), scales, means
 
     def _lowres_out(self, y_hat_g: torch.Tensor, scales: torch.Tensor, q: torch.Tensor, size) -> LowresCode:
         inv = self._interp(self.inv_gain, q)
@@ -142,8 +183,7 @@ class VariableRateHyperprior(CompressionModel):
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        scales, means = self.h_s_exact(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
+        indexes, scales, means = self.entropy_parameters(*self.h_s_exact(z_hat))
         y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
         y_hat = self.gaussian_conditional.quantize(y, "dequantize", means)
         return {"strings": [y_strings, z_strings], "shape": z.shape[-2:], "y_hat": y_hat, "scales": scales}
@@ -153,8 +193,7 @@ class VariableRateHyperprior(CompressionModel):
         """Entropy-decode -> {"y_hat", "scales"} (the gain-domain latent; see :meth:`synthesize`)."""
         self._require_tables()
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-        scales, means = self.h_s_exact(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
+        indexes, scales, means = self.entropy_parameters(*self.h_s_exact(z_hat))
         y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
         return {"y_hat": y_hat, "scales": scales}
 
@@ -168,6 +207,7 @@ class LearnedCodec:
         self.net = net.eval()
 
     def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True) -> LowresCode:
+        check_lowres_size(tuple(x.shape[-2:]))
         q = quality_code / 255
         out = self.net.compress(x, q)
         y_strings, z_strings = out["strings"]
@@ -181,16 +221,19 @@ class LearnedCodec:
     def decode(self, streams: tuple[bytes, ...], size: tuple[int, int], quality_code: int) -> LowresCode:
         if len(streams) != 2:
             raise BitstreamError(f"invalid file: a learned payload has 2 streams, this one has {len(streams)}")
+        check_lowres_size(size, BitstreamError)
         h, w = size
         zh, zw = -(-h // STRIDE), -(-w // STRIDE)
         try:
             out = self.net.decompress([[streams[1]], [streams[0]]], (zh, zw))
-        except (RuntimeError, ValueError, IndexError) as e:
+        except (RuntimeError, ValueError, IndexError, OverflowError) as e:
             raise BitstreamError(f"invalid file: the learned payload does not decode ({e})") from None
         if not torch.isfinite(out["y_hat"]).all():
             raise BitstreamError("invalid file: the learned payload decodes to non-finite values")
         q = quality_code / 255
         code = self.net._lowres_out(out["y_hat"], out["scales"], torch.tensor([q]), size)
+        if not torch.isfinite(code.x_hat).all():  # absurd latents (crafted bypass values) overflow g_s
+            raise BitstreamError("invalid file: the learned payload decodes to non-finite pixels")
         code.streams = tuple(streams)
         code.symbols = (out["y_hat"],)  # bit-exact: integer symbols + fixed-point means
         return code
