@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .bitstream import MAX_SCALE, MIN_SCALE, quantize_scale
+from .bitstream import MAX_SCALE, MIN_SCALE, lowres_size, quantize_scale
 from .codec.av1 import crf_from_quality
 from .codec.base import LowresCode
 from .model import ASSRModel
@@ -166,6 +166,18 @@ def sampled_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Te
     return 10 * math.log10(1.0 / max(se / count, 1e-12))
 
 
+def finest_scale_code(codec: str, H: int, W: int) -> int:
+    """The finest scale code whose low-res image ``codec`` accepts (the learned codec has a size limit)."""
+    if codec != "learned":
+        return 0
+    from .codec.learned import MAX_LOWRES_PIXELS
+
+    code = quantize_scale(max(1.0, math.sqrt(H * W / MAX_LOWRES_PIXELS)))
+    while math.prod(lowres_size(H, W, code)) > MAX_LOWRES_PIXELS:
+        code += 1
+    return code
+
+
 def search(
     model: ASSRModel,
     x: torch.Tensor,
@@ -189,6 +201,7 @@ def search(
             f"{target_bpp:g} bpp is below what this {W}x{H} image can reach: the smallest file is "
             f"{smallest} bytes ({smallest * 8 / (H * W):.4f} bpp, scale {MAX_SCALE:g}, lowest quality)"
         )
+    finest = finest_scale_code(codec, H, W)
     scales = candidate_scales(target_bpp, max_candidates)
     total = 2 * len(scales)
     found: list[tuple[int, int]] = []
@@ -196,7 +209,7 @@ def search(
     for i, s in enumerate(sorted(scales, reverse=True)):  # coarsest first: cheapest encodes
         if progress:
             progress(i, total)
-        hit = st.fit_level(quantize_scale(s), guess)
+        hit = st.fit_level(max(quantize_scale(s), finest), guess)
         if hit is not None and hit not in found:
             found.append(hit)
             guess = hit[1] - 3  # finer scales need coarser quality for the same bytes
@@ -205,7 +218,7 @@ def search(
         if hit is not None:
             found.append(hit)
     if not found:
-        largest = st.size(0, n - 1)
+        largest = st.size(finest, n - 1)
         if largest < st.lo:
             raise RateError(
                 f"{target_bpp:g} bpp is above what this {W}x{H} image can reach with codec {codec}: the "

@@ -22,6 +22,7 @@ from comfy_api.latest import io
 from assr_eic import files
 from assr_eic.bitstream import Bitstream, BitstreamError, parse
 from assr_eic.model import ASSRModel
+from assr_eic.pipeline import composite_over_white
 
 CATEGORY = "image/compression/assr"
 FOLDER = "assr_eic"
@@ -129,10 +130,11 @@ def image_items(image: torch.Tensor) -> list[torch.Tensor]:
         raise ValueError(f"expected an IMAGE batch of shape (B, H, W, 3), got {shape}")
     if image.shape[0] == 0:
         raise ValueError("the image batch is empty")
-    x = image.detach().to("cpu", torch.float32)
+    x = image.detach().to("cpu", torch.float32).clamp(0, 1)
     if x.shape[-1] == 1:
         x = x.expand(*x.shape[:-1], 3)
-    x = x[..., :3].clamp(0, 1)
+    elif x.shape[-1] == 4:  # the library's alpha rule: transparent pixels become white
+        x = composite_over_white(x[..., :3], x[..., 3:])
     return [x[i : i + 1].movedim(-1, 1).contiguous() for i in range(x.shape[0])]
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from assr_eic.bitstream import parse
+from assr_eic.bitstream import lowres_size, parse
+from assr_eic.codec.learned import MAX_LOWRES_PIXELS
 from assr_eic.pipeline import compress
-from assr_eic.ratecontrol import RateError, quality_levels
+from assr_eic.ratecontrol import RateError, finest_scale_code, quality_levels
 
 
 @pytest.mark.parametrize("target", [0.02, 0.05, 0.15, 0.3])
@@ -58,3 +59,14 @@ def test_quality_levels():
 def test_bad_argument_combinations(model, photo, kw):
     with pytest.raises(ValueError):
         compress(photo, model=model, **kw)
+
+
+@pytest.mark.parametrize("size", [(4096, 4096), (2049, 2048), (3000, 7000)])
+def test_learned_search_starts_at_the_finest_scale_the_codec_accepts(size):
+    H, W = size
+    code = finest_scale_code("learned", H, W)
+    assert code > 0
+    assert lowres_size(H, W, code)[0] * lowres_size(H, W, code)[1] <= MAX_LOWRES_PIXELS
+    h, w = lowres_size(H, W, code - 1)
+    assert h * w > MAX_LOWRES_PIXELS  # one step finer is refused: the bound is tight
+    assert finest_scale_code("av1", H, W) == 0 and finest_scale_code("learned", 512, 384) == 0

@@ -96,6 +96,21 @@ class TestEncode:
             assert f"{item.bitstream.nbytes} bytes" in text and f"{item.bitstream.bpp:.4f} bpp" in text
         assert "scale 3.000" in text and "quality 0.400" in text
 
+    def test_rgba_image_follows_the_library_alpha_rule(self, nodes, default_model, crops):
+        rgb = crops[0]
+        alpha = np.zeros(rgb.shape[:2], np.uint8)
+        alpha[:, : rgb.shape[1] // 2] = 255  # left half opaque, right half transparent
+        rgba = np.dstack([rgb, alpha])
+        image = torch.from_numpy(rgba).float()[None] / 255
+        out = run(
+            nodes, "ASSR_Encode", image=image, model=default_model, mode="scale + quality",
+            bpp=0.05, scale=3.0, quality=0.4, codec="model default", prompt="",
+        )  # fmt: skip
+        assert out[0][0].data == compress(rgba, scale=3.0, quality=0.4)  # transparent -> white, as the CLI does
+        white = rgb.copy()
+        white[:, rgb.shape[1] // 2 :] = 255
+        assert out[0][0].data == compress(white, scale=3.0, quality=0.4)
+
     @pytest.mark.parametrize("target", [0.05, 0.15])
     def test_target_bpp_lands_within_ten_percent(self, nodes, default_model, crops, target):
         out = run(
