@@ -313,3 +313,21 @@ def write_new(folder: str | os.PathLike, stem: str, ext: str, data: bytes) -> Pa
             os.unlink(tmp)
     _fsync_dir(folder)
     return dest
+
+
+def read_safetensors(path: str | os.PathLike, error: type[Exception], what: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file; a missing or unreadable file raises ``error`` with one
+    sentence naming ``what`` it is (safetensors itself raises several exception types for a bad header)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except Exception as e:
+        raise error(f"{path} is not a readable safetensors file ({e})") from None
+

@@ -127,18 +127,10 @@ class ASSRModel(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> ASSRModel:
         """Load a model file; raises :class:`ModelFileError` with a clear sentence on any problem."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from .files import read_safetensors
 
         path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"model file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(path))
-        except Exception as e:  # safetensors raises several types for a bad header
-            raise ModelFileError(f"{path} is not a readable safetensors file ({e})") from None
+        tensors, meta = read_safetensors(path, ModelFileError, "model file")
         if meta.get("format") != FORMAT:
             raise ModelFileError(f"{path} is not an assr-eic model (no '{FORMAT}' format tag in its metadata)")
         try:

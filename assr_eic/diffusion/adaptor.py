@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..files import read_safetensors
 from ..layers import ConfigModule, sinusoidal
 
 FORMAT = "assr_eic.diffusion_adaptor"
@@ -328,18 +329,8 @@ def adaptor_from_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, s
 
 def load_adaptor(path: str | os.PathLike) -> ASSRAdaptor:
     """Load an adaptor file; raises :class:`AdaptorFileError` with one clear sentence on any problem."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
-    if not path.is_file():
-        raise AdaptorFileError(f"adaptor file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises several types for a bad header
-        raise AdaptorFileError(f"{path} is not a readable safetensors file ({e})") from None
+    tensors, meta = read_safetensors(path, AdaptorFileError, "adaptor file")
     module = adaptor_from_state(tensors, meta, str(path))
     module.eval()
     return module

@@ -12,12 +12,9 @@ shows the graph; the sampled picture in it is noise-like, as random weights give
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import shutil
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,28 +95,10 @@ THUMB_STEPS = {"KSampler": 4, "ASSR_DiffusionDecode": 4}  # the canvas run for t
 
 
 async def author(srv: harness.ComfyServer, out_dir: Path) -> None:
-    from PIL import Image
-
+    scripts = [harness.js_set_widget(node_type, "steps", steps) for node_type, steps in THUMB_STEPS.items()]
     async with harness.Browser(1600, 1000) as b:
         for name, spec in WORKFLOWS.items():
-            await harness.open_canvas(b, srv)
-            ids = await b.eval(f"({make_workflows.JS_BUILD})({json.dumps(spec)})")
-            await make_workflows.fit_view(b)
-            workflow = await b.eval("app.graph.serialize()")
-            workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"assr-eic/workflows/{name}"))
-            (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
-            for node_type, steps in THUMB_STEPS.items():
-                await b.eval(harness.js_set_widget(node_type, "steps", steps))
-            await make_workflows.run_on_canvas(b, srv, ids["saveimg"], timeout=900)
-            png = out_dir / f".{name}.png"
-            await b.screenshot(png)
-            im = Image.open(png).convert("RGB")
-            im.thumbnail((800, 500))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=82, optimize=True)
-            (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())
-            png.unlink()
-            print(f"wrote workflows/{name}.json and .jpg ({len(buf.getvalue()) // 1024} KB)", flush=True)
+            await make_workflows.author_one(b, srv, out_dir, name, spec, scripts, timeout=900)
 
 
 def main() -> int:

@@ -164,30 +164,38 @@ async def run_on_canvas(b: harness.Browser, srv: harness.ComfyServer, output_nod
     await asyncio.sleep(1.0)  # let the canvas draw the new image
 
 
-async def author(srv: harness.ComfyServer, out_dir: Path) -> None:
+async def author_one(b: harness.Browser, srv: harness.ComfyServer, out_dir: Path, name: str, spec: dict,
+                     before_run: list[str] = (), timeout: float = 240.0) -> None:  # fmt: skip
+    """Build ``spec`` on a fresh canvas, save it as ``name``.json, run it (after the ``before_run``
+    scripts, e.g. widget values for the thumbnail only) and save the canvas as ``name``.jpg."""
     from PIL import Image
 
+    await harness.open_canvas(b, srv)  # a fresh page: no outputs of the previous graph linger
+    ids = await b.eval(f"({JS_BUILD})({json.dumps(spec)})")
+    await fit_view(b)
+    workflow = await b.eval("app.graph.serialize()")
+    workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"assr-eic/workflows/{name}"))
+    (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+    for script in before_run:
+        await b.eval(script)
+    await run_on_canvas(b, srv, ids["saveimg"], timeout=timeout)
+    png = out_dir / f".{name}.png"
+    await b.screenshot(png)
+    im = Image.open(png).convert("RGB")
+    im.thumbnail((800, 500))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=82, optimize=True)
+    (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())
+    png.unlink()
+    print(f"wrote workflows/{name}.json and .jpg ({len(buf.getvalue()) // 1024} KB)", flush=True)
+
+
+async def author(srv: harness.ComfyServer, out_dir: Path) -> None:
     async with harness.Browser(1600, 1000) as b:
         for name, spec in WORKFLOWS.items():
-            await harness.open_canvas(b, srv)  # a fresh page: no outputs of the previous graph linger
-            ids = await b.eval(f"({JS_BUILD})({json.dumps(spec)})")
-            await fit_view(b)
-            workflow = await b.eval("app.graph.serialize()")
-            workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"assr-eic/workflows/{name}"))
-            (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
             photo = THUMB_INPUTS.get(name)
-            if photo:
-                await b.eval(harness.js_set_widget("LoadImage", "image", photo))
-            await run_on_canvas(b, srv, ids["saveimg"])
-            png = out_dir / f".{name}.png"
-            await b.screenshot(png)
-            im = Image.open(png).convert("RGB")
-            im.thumbnail((800, 500))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=82, optimize=True)
-            (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())
-            png.unlink()
-            print(f"wrote workflows/{name}.json and .jpg ({len(buf.getvalue()) // 1024} KB)", flush=True)
+            scripts = [harness.js_set_widget("LoadImage", "image", photo)] if photo else []
+            await author_one(b, srv, out_dir, name, spec, scripts)
 
 
 def main() -> int:
