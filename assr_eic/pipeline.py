@@ -37,9 +37,11 @@ class ImageError(ValueError):
 
 def check_image_size(height: int, width: int) -> None:
     """Refuse sizes the format cannot hold (1..32768 per side, at most 2**28 pixels) before any allocation."""
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+    if height < 1 or width < 1:
+        raise ImageError(f"image size {width}x{height} is empty: each side must be at least 1 pixel")
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
         raise ImageError(
-            f"image size {width}x{height} is not supported: each side must be 1..{MAX_SIDE} pixels and the "
+            f"image size {width}x{height} is too large: each side must be at most {MAX_SIDE} pixels and the "
             f"image at most {MAX_PIXELS} pixels (16384x16384)"
         )
 

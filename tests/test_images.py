@@ -220,7 +220,7 @@ class TestHugeDeclaredSizes:
     @pytest.mark.parametrize("w,h", [(10**6, 10**6), (40000, 1), (20000, 20000)])
     def test_one_clear_error_up_front(self, tmp_path, w, h):
         self.png_header_only(tmp_path / "huge.png", w, h)
-        with pytest.raises(ImageError, match="too large|not supported"):
+        with pytest.raises(ImageError, match="too large"):
             load_image(tmp_path / "huge.png")
 
     def test_cli_says_it_in_one_line(self, tmp_path, capsys, model_path):
@@ -232,7 +232,7 @@ class TestHugeDeclaredSizes:
         assert not (tmp_path / "h.assr").exists()
 
     def test_arrays_beyond_the_limits(self, model):
-        with pytest.raises(ImageError, match="not supported"):
+        with pytest.raises(ImageError, match="too large"):
             compress(np.zeros((1, 40000, 3), np.uint8), scale=2.0, quality=0.5, model=model)
         with pytest.raises(ValueError, match="output size"):
             decompress(compress(gradient(8, 8), scale=1.0, quality=0.5, model=model), size=(10**6, 10**6), model=model)

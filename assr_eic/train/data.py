@@ -69,8 +69,6 @@ KNOWN_ARTWORK: dict[str, frozenset[str]] = {
 _RASTER = (".jpg", ".jpeg", ".png", ".webp")
 _EXIF_MODEL = 272
 
-Image.MAX_IMAGE_PIXELS = None  # wallpapers reach 5640 x 3172 px; these are trusted distribution files
-
 
 # ----------------------------------------------------------------------------------------- helpers
 

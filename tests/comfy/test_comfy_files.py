@@ -41,17 +41,27 @@ def items(nodes, folders, data):
     return run(nodes, "ASSR_LoadBitstream", bitstream="files-test.assr")[0]
 
 
+@pytest.fixture
+def models_dir(folders):
+    """The shared models/assr_eic folder, left as this test found it (other test files list it)."""
+    folder = folders["models"] / "assr_eic"
+    before = set(folder.rglob("*"))
+    yield folder
+    for p in sorted(set(folder.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
+        p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
 class TestModelLoads:
-    def test_subfolder_model_loads(self, nodes, folders, model_path):
-        (folders["models"] / "assr_eic" / "sub").mkdir(exist_ok=True)
-        shutil.copy(model_path, folders["models"] / "assr_eic" / "sub" / "nested.safetensors")
+    def test_subfolder_model_loads(self, nodes, models_dir, model_path):
+        (models_dir / "sub").mkdir(exist_ok=True)
+        shutil.copy(model_path, models_dir / "sub" / "nested.safetensors")
         handle = run(nodes, "ASSR_LoadModel", model_name="sub/nested.safetensors")[0]
         assert handle.model.fingerprint == ASSRModel.load(model_path).fingerprint
 
-    def test_symlink_leading_out_is_refused(self, nodes, folders, model_path, tmp_path):
+    def test_symlink_leading_out_is_refused(self, nodes, models_dir, model_path, tmp_path):
         outside = tmp_path / "elsewhere.safetensors"
         shutil.copy(model_path, outside)
-        (folders["models"] / "assr_eic" / "link.safetensors").symlink_to(outside)
+        (models_dir / "link.safetensors").symlink_to(outside)
         options = nodes.NODE_CLASS_MAPPINGS["ASSR_LoadModel"].INPUT_TYPES()["required"]["model_name"][1]["options"]
         assert "link.safetensors" in options  # ComfyUI lists it; the node refuses to follow it out
         with pytest.raises(
