@@ -11,8 +11,6 @@ shows the graph; the sampled picture in it is noise-like, as random weights give
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -113,14 +111,7 @@ def main() -> int:
     src = diffusion_checkpoint.ensure()
     (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
     (base / "models" / "checkpoints" / CHECKPOINT).symlink_to(src)
-    srv = harness.ComfyServer(base).start(timeout=600)  # a busy machine starts it slowly
-    try:
-        harness.quiet_first_run(srv)
-        asyncio.run(author(srv, harness.WORKFLOWS))
-    finally:
-        srv.stop()
-        shutil.rmtree(base, ignore_errors=True)
-    return 0
+    return make_workflows.author_with_server(base, author, start_timeout=600)  # a busy machine starts it slowly
 
 
 if __name__ == "__main__":

@@ -205,10 +205,15 @@ def main() -> int:
     shutil.copy(harness.COMFY_ROOT / "input" / "example.png", base / "input" / "example.png")
     example = harness.example_bitstream(base / "input" / "astronaut.png")
     (base / "input" / "example.assr").write_bytes(example)
-    srv = harness.ComfyServer(base).start()
+    return author_with_server(base, author)
+
+
+def author_with_server(base: Path, author_fn, start_timeout: float = 90.0) -> int:
+    """Start a server on ``base``, run ``author_fn(srv, out_dir)`` into workflows/, then stop and clean up."""
+    srv = harness.ComfyServer(base).start(timeout=start_timeout)
     try:
         harness.quiet_first_run(srv)
-        asyncio.run(author(srv, harness.WORKFLOWS))
+        asyncio.run(author_fn(srv, harness.WORKFLOWS))
     finally:
         srv.stop()
         shutil.rmtree(base, ignore_errors=True)
