@@ -189,17 +189,19 @@ def encode_at(
     fingerprint: bytes | None = None,
     x_lr: torch.Tensor | None = None,
     reconstruct_lowres: bool = True,
+    draft: bool = False,
 ) -> Encoded:
     """Encode at exact stored codes (the encoder uses the same quantized s and q the decoder reads).
 
     Rate control passes the model ``fingerprint`` and the low-res image ``x_lr`` once per scale, and
-    asks for the low-res reconstruction only for the candidates it compares.
+    asks for the low-res reconstruction only for the candidates it compares, and ``draft`` encodes
+    for its probes (see :class:`~assr_eic.codec.base.BaseCodec`).
     """
     H, W = x.shape[-2:]
     if x_lr is None:
         x_lr = downsample(model, x, codec, scale_code)
     with torch.inference_mode():
-        code = model.codec(codec).encode(x_lr, quality_code, reconstruct=reconstruct_lowres)
+        code = model.codec(codec).encode(x_lr, quality_code, reconstruct=reconstruct_lowres, draft=draft)
     fp = model.fingerprint if fingerprint is None else fingerprint
     data = pack(Bitstream(codec, fp, H, W, scale_code, quality_code, code.streams, prompt))
     return Encoded(data, parse(data), code)

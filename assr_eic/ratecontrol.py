@@ -7,6 +7,10 @@ gets a sensible number of bits per pixel) the search finds the quality whose who
 quality levels jump over the window it nudges s in its fine 1/64 steps instead). It then
 reconstructs each candidate with the fidelity decoder on a fixed sample of tiles and keeps the best
 PSNR.
+
+A codec with a draft mode (``av1``: libaom at its fastest speed, 50x faster than the final encode)
+runs that whole search on drafts, then fits the quality of the final encoder at the winning scale,
+starting from the draft's level (1-3 final encodes; the next candidate if it cannot land).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from .bitstream import MAX_SCALE, MIN_SCALE, lowres_size, quantize_scale
-from .codec.av1 import crf_from_quality
+from .codec.av1 import quantizer_from_quality
 from .codec.base import LowresCode
 from .model import ASSRModel
 from .pipeline import Encoded, downsample, encode_at
@@ -38,7 +42,7 @@ def quality_levels(codec: str) -> list[int]:
     if codec == "av1":
         seen: dict[int, int] = {}
         for qc in range(256):
-            seen.setdefault(crf_from_quality(qc), qc)
+            seen.setdefault(quantizer_from_quality(qc), qc)
         return [seen[c] for c in sorted(seen, reverse=True)]
     return list(range(256))
 
@@ -57,20 +61,24 @@ def candidate_scales(target_bpp: float, n: int = MAX_CANDIDATES) -> list[float]:
 class Candidate:
     encoded: Encoded
     psnr: float
-    lowres: LowresCode
+    scale_code: int
+    level: int
 
 
 class _Search:
     """Cached encodes of one image at (scale code, quality level index)."""
 
-    def __init__(self, model: ASSRModel, x: torch.Tensor, codec: str, prompt: str | None, lo: float, hi: float):
-        self.model, self.x, self.codec, self.prompt = model, x, codec, prompt
+    def __init__(
+        self, model: ASSRModel, x: torch.Tensor, codec: str, prompt: str | None, lo: float, hi: float,
+        draft: bool = False, lowres: dict[int, torch.Tensor] | None = None,
+    ):  # fmt: skip
+        self.model, self.x, self.codec, self.prompt, self.draft = model, x, codec, prompt, draft
         self.lo, self.hi = lo, hi
         self.target = (lo + hi) / 2
         self.levels = quality_levels(codec)
         self.fingerprint = model.fingerprint
         self.cache: dict[tuple[int, int], Encoded] = {}
-        self.lowres: dict[int, torch.Tensor] = {}
+        self.lowres: dict[int, torch.Tensor] = {} if lowres is None else lowres  # shared by draft and final
         self.slope = LOG_BYTES_PER_LEVEL[codec]
 
     def enc(self, sc: int, qi: int) -> Encoded:
@@ -80,7 +88,7 @@ class _Search:
                 self.lowres[sc] = downsample(self.model, self.x, self.codec, sc)
             self.cache[key] = encode_at(
                 self.model, self.x, self.codec, sc, self.levels[qi], self.prompt,
-                fingerprint=self.fingerprint, x_lr=self.lowres[sc], reconstruct_lowres=False,
+                fingerprint=self.fingerprint, x_lr=self.lowres[sc], reconstruct_lowres=False, draft=self.draft,
             )  # fmt: skip
         return self.cache[key]
 
@@ -193,9 +201,13 @@ def search(
     if not (target_bpp > 0 and math.isfinite(target_bpp)):
         raise RateError(f"target bpp must be a positive number, got {target_bpp}")
     target = target_bpp * H * W / 8
-    st = _Search(model, x, codec, prompt, (1 - tolerance) * target, (1 + tolerance) * target)
+    lo, hi = (1 - tolerance) * target, (1 + tolerance) * target
+    has_draft = getattr(model.codec(codec), "has_draft", False)
+    st = _Search(model, x, codec, prompt, lo, hi, draft=has_draft)
+    fin = _Search(model, x, codec, prompt, lo, hi, lowres=st.lowres) if has_draft else st
     n = len(st.levels)
-    smallest = st.size(quantize_scale(MAX_SCALE), 0)
+    top = quantize_scale(MAX_SCALE)
+    smallest = fin.size(top, 0)
     if smallest > st.hi:
         raise RateError(
             f"{target_bpp:g} bpp is below what this {W}x{H} image can reach: the smallest file is "
@@ -203,7 +215,7 @@ def search(
         )
     finest = finest_scale_code(codec, H, W)
     scales = candidate_scales(target_bpp, max_candidates)
-    total = 2 * len(scales)
+    total = 2 * len(scales) + has_draft
     found: list[tuple[int, int]] = []
     guess = n // 2
     for i, s in enumerate(sorted(scales, reverse=True)):  # coarsest first: cheapest encodes
@@ -213,29 +225,47 @@ def search(
         if hit is not None and hit not in found:
             found.append(hit)
             guess = hit[1] - 3  # finer scales need coarser quality for the same bytes
-    if not found:  # fall back: the coarsest scale, where the file is smallest
-        hit = st.fit_level(quantize_scale(MAX_SCALE), guess)
+    if not found:  # fall back: the coarsest scale, where the file is smallest, with the final encoder
+        hit = fin.fit_level(top, guess)
         if hit is not None:
-            found.append(hit)
+            return _finish(model, fin.enc(*hit), x, progress, total)
     if not found:
-        largest = st.size(finest, n - 1)
+        largest = fin.size(finest, n - 1)
         if largest < st.lo:
             raise RateError(
                 f"{target_bpp:g} bpp is above what this {W}x{H} image can reach with codec {codec}: the "
                 f"largest file is {largest} bytes ({largest * 8 / (H * W):.4f} bpp)"
             )
         raise RateError(f"no scale and quality land within {tolerance:.0%} of {target_bpp:g} bpp for this image")
-    best: Candidate | None = None
+    ranked: list[Candidate] = []
     for j, (sc, qi) in enumerate(found):
         if progress:
             progress(len(scales) + j, total)
         e = st.enc(sc, qi)
-        with torch.inference_mode():
-            lowres = model.codec(codec).decode(e.bitstream.streams, e.bitstream.lowres_size, e.bitstream.quality_code)
-        psnr = sampled_psnr(model, e, lowres, x)
-        if best is None or psnr > best.psnr:
-            best = Candidate(e, psnr, lowres)
+        ranked.append(Candidate(e, sampled_psnr(model, e, _lowres_of(model, e), x), sc, qi))
+    ranked.sort(key=lambda c: c.psnr, reverse=True)
+    chosen = ranked[0].encoded
+    if has_draft:
+        if progress:
+            progress(total - 1, total)
+        for c in ranked:  # the final encoder at the best draft's scale, from the draft's level
+            hit = fin.fit_level(c.scale_code, c.level)
+            if hit is not None:
+                chosen = fin.enc(*hit)
+                break
+    return _finish(model, chosen, x, progress, total)
+
+
+def _lowres_of(model: ASSRModel, e: Encoded) -> LowresCode:
+    bs = e.bitstream
+    with torch.inference_mode():
+        return model.codec(bs.codec).decode(bs.streams, bs.lowres_size, bs.quality_code)
+
+
+def _finish(
+    model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int
+) -> Encoded:
+    e.lowres = _lowres_of(model, e)
     if progress:
         progress(total, total)
-    best.encoded.lowres = best.lowres
-    return best.encoded
+    return e

@@ -225,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("SVT_LOG", "1")
     if args.child:
         child(args, extra)
         return 0

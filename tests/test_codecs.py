@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from assr_eic.bitstream import parse, quantize_quality, quantize_scale
-from assr_eic.codec.av1 import _rgb_to_yuv420, crf_from_quality
+from assr_eic.codec.av1 import AV1Codec, _avif_quality, _padded_size, quantizer_from_quality
 from assr_eic.pipeline import decode, encode_at, to_tensor
 
 SIZES = [(384, 512), (667, 1000), (5, 7), (1, 40), (33, 1), (2, 2), (1, 1), (101, 67)]
@@ -45,17 +45,58 @@ class TestAV1:
         assert sizes == sorted(sizes) and sizes[0] * 4 < sizes[-1]
         assert errors == sorted(errors, reverse=True)
 
-    def test_quality_mapping_covers_the_crf_range(self):
-        assert crf_from_quality(0) == 63 and crf_from_quality(255) == 1
-        assert len({crf_from_quality(c) for c in range(256)}) == 63
+    def test_quality_mapping_covers_the_quantizer_range(self):
+        assert quantizer_from_quality(0) == 63 and quantizer_from_quality(255) == 1
+        assert len({quantizer_from_quality(c) for c in range(256)}) == 63
+        for quantizer in range(64):  # libavif's own formula recovers every quantizer
+            assert ((100 - _avif_quality(quantizer)) * 63 + 50) // 100 == quantizer
 
-    def test_colour_conversion_round_trip(self, photo):
-        from assr_eic.codec.av1 import _yuv420_to_rgb
+    def test_colour_conversion_matches_the_encoder(self, photo):
+        """The encoder's RGB -> YUV (libavif) and our YUV -> RGB invert each other: at the finest
+        quantizer only chroma subsampling and 8-bit rounding are lost."""
+        x = to_tensor(photo[:128, :128])
+        y = AV1Codec().encode(x, 255).x_hat
+        psnr = -10 * torch.log10(torch.mean((y - x) ** 2)).item()
+        assert psnr > 36
 
-        rgb = photo[:64, :64]
-        back = _yuv420_to_rgb(_rgb_to_yuv420(rgb), 64, 64)
-        err = (back[0].permute(1, 2, 0).numpy() * 255 - rgb).std()
-        assert err < 4  # chroma subsampling only
+    def test_draft_encode_is_a_valid_payload_of_similar_size(self, photo):
+        x = to_tensor(photo[:192, :256])
+        codec = AV1Codec()
+        final, draft = codec.encode(x, 80), codec.encode(x, 80, draft=True)
+        assert final.streams != draft.streams
+        assert 0.7 < len(draft.streams[0]) / len(final.streams[0]) < 1.5
+        back = codec.decode(draft.streams, (192, 256), 80)
+        assert torch.equal(back.x_hat, draft.x_hat)
+
+    @pytest.mark.parametrize("h,w", [(64, 64), (64, 96), (100, 200), (384, 512), (1000, 1500)])
+    def test_compact_payload_rebuilds_the_encoders_exact_obus(self, photo2, h, w):
+        """The sequence header rebuilt from the size is byte for byte the one libaom wrote."""
+        from assr_eic.codec import obu
+        from assr_eic.codec.av1 import _avif_payload
+
+        rgb = np.ascontiguousarray(crop(photo2, h, w))
+        for quantizer, speed in ((63, 9), (30, 4)):
+            full = _avif_payload(rgb, quantizer, speed)
+            small = obu.compact(full, h, w)
+            assert small[0] & 0x80 and len(full) - len(small) >= 12
+            assert obu.expand(small, h, w) == full
+
+    def test_full_payloads_still_decode(self, model, photo):
+        """Files whose payload keeps the encoder's sequence header (earlier versions) decode the same."""
+        from assr_eic.codec import obu
+
+        enc = encode_at(model, to_tensor(photo), "av1", quantize_scale(3.0), quantize_quality(0.5))
+        bs = parse(enc.data)
+        full = obu.expand(bs.streams[0], *_padded_size(*bs.lowres_size))
+        assert full[0] == 0x0A and len(full) > len(bs.streams[0])
+        codec = AV1Codec()
+        assert torch.equal(codec.decode((full,), bs.lowres_size, bs.quality_code).x_hat, enc.lowres.x_hat)
+
+    def test_foreign_obus_stay_as_they_are(self):
+        from assr_eic.codec import obu
+
+        for payload in (b"", b"\x0a\x01\x00", b"\x32\x00", b"\x0a\x02\x00\x00\x32\x00\x12\x00"):
+            assert obu.compact(payload, 64, 64) == payload
 
     def test_garbage_payload_is_a_bitstream_error(self, model, photo):
         from assr_eic.bitstream import Bitstream, BitstreamError, pack

@@ -176,14 +176,17 @@ class TestLimits:
 
     def test_av1_frame_larger_than_declared_is_refused_by_dav1d(self, model, files):
         """The payload's frame is 128x96; a header declaring 64x64 makes dav1d refuse it (max_pixels)."""
+        from assr_eic.codec import obu
+
         bs = parse(files["av1-1.0"])
+        full = obu.expand(bs.streams[0], 96, 128)  # the full form carries its own sequence header
         body = MAGIC + files["av1-1.0"][2:3] + bs.fingerprint + _varint(64) + _varint(64) + _varint(0) + b"\x80"
         with pytest.raises(BitstreamError, match="AV1 payload does not decode"):
-            decode(with_crc(body + bs.streams[0]), model=model)
+            decode(with_crc(body + full), model=model)
         # and one declaring a larger image gets the size mismatch
         body = MAGIC + files["av1-1.0"][2:3] + bs.fingerprint + _varint(200) + _varint(200) + _varint(0) + b"\x80"
         with pytest.raises(BitstreamError, match="decodes to 128x96, expected 200x200"):
-            decode(with_crc(body + bs.streams[0]), model=model)
+            decode(with_crc(body + full), model=model)
 
     def test_foreign_fingerprint_is_the_subclass(self, model, files):
         data = bytearray(files["av1-2.0"][:-4])

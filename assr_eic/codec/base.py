@@ -28,9 +28,11 @@ class BaseCodec(Protocol):
     """Codes a low-res RGB image at a quality code (0..255, higher = better)."""
 
     name: str
+    has_draft: bool  # whether ``draft=True`` encodes faster (and a little worse) than the final encode
 
-    def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True) -> LowresCode:
-        """Code ``x``; with ``reconstruct=False`` only the streams are produced (x_hat is None)."""
+    def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, draft: bool = False) -> LowresCode:
+        """Code ``x``; with ``reconstruct=False`` only the streams are produced (x_hat is None).
+        ``draft`` asks for a fast encode of about the same size, for rate-control probes."""
         ...
 
     def decode(self, streams: tuple[bytes, ...], size: tuple[int, int], quality_code: int) -> LowresCode: ...

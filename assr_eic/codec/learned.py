@@ -206,7 +206,10 @@ class LearnedCodec:
     def __init__(self, net: VariableRateHyperprior) -> None:
         self.net = net.eval()
 
-    def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True) -> LowresCode:
+    has_draft = False
+
+    def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, draft: bool = False) -> LowresCode:
+        """Code ``x`` (``draft`` is ignored: this codec has one speed)."""
         check_lowres_size(tuple(x.shape[-2:]))
         q = quality_code / 255
         out = self.net.compress(x, q)

@@ -1,8 +1,8 @@
 """Train the fidelity decoder for the ``av1`` base codec on pairs made by the real AV1 encoder.
 
 Each pair: a random crop of a training photo, downsampled by a random s (log-uniform in [1, 8],
-quantized exactly as files store it), coded by SVT-AV1 at a random quality level and decoded by dav1d.
-The decoder learns to undo the downsampling and the codec's artefacts together, conditioned on (s, q).
+quantized exactly as files store it), coded by the AV1 encoder (libaom) at a random quality level and
+decoded by dav1d. The decoder learns to undo the downsampling and the codec's artefacts together, conditioned on (s, q).
 Pairs live in a pool (encoding a low-res crop takes milliseconds) that is partly refreshed every step,
 so the decoder sees new crops and new degradations throughout the run.
 """
