@@ -8,9 +8,10 @@ quality levels jump over the window it nudges s in its fine 1/64 steps instead).
 reconstructs each candidate with the fidelity decoder on a fixed sample of tiles and keeps the best
 PSNR.
 
-A codec with a draft mode (``av1``: libaom at its fastest speed, 50x faster than the final encode)
-runs that whole search on drafts, then fits the quality of the final encoder at the winning scale,
-starting from the draft's level (1-3 final encodes; the next candidate if it cannot land).
+A codec with a draft mode (``av1``: libaom at its fastest speed, 40x faster than the final encode)
+runs that whole search on drafts, then fits the quality of the final encoder at the scales of the two
+best drafts, starting from each draft's level (1-3 final encodes each), and keeps the better of the
+two final files. On the Kodak crops this beats keeping the best draft's scale by 0.2 dB at 0.1 bpp.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ MAX_CANDIDATES = 4
 LOWRES_BPP_RANGE = (0.06, 1.6)  # bits per LOW-RES pixel worth trying (where the base codecs are efficient)
 LOG_BYTES_PER_LEVEL = {"av1": 0.08, "learned": 0.012}  # initial slope guesses, refined by measurement
 MAX_PROBES = 8
+FINAL_CANDIDATES = 2  # best drafts re-encoded by the final encoder, then compared
 
 
 class RateError(ValueError):
@@ -248,11 +250,18 @@ def search(
     if has_draft:
         if progress:
             progress(total - 1, total)
-        for c in ranked:  # the final encoder at the best draft's scale, from the draft's level
+        hits: list[tuple[int, int]] = []
+        for c in ranked:  # the final encoder at the best drafts' scales, from each draft's level
             hit = fin.fit_level(c.scale_code, c.level)
-            if hit is not None:
-                chosen = fin.enc(*hit)
+            if hit is not None and hit not in hits:
+                hits.append(hit)
+            if len(hits) == FINAL_CANDIDATES:
                 break
+        finals = [fin.enc(*hit) for hit in hits]
+        if len(finals) == 1:
+            chosen = finals[0]
+        elif finals:  # drafts rank scales roughly; the final encodes settle it
+            chosen = max(finals, key=lambda e: sampled_psnr(model, e, _lowres_of(model, e), x))
     return _finish(model, chosen, x, progress, total)
 
 
