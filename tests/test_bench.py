@@ -195,3 +195,27 @@ def test_bd_rate_on_mean_curves():
     assert bd["B vs A"]["targets"] == [0.01, 0.02, 0.05, 0.1]  # 0.2 is outside the BD range
     assert bd["B vs A"]["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
     assert bd["C vs A"]["bd_rate"] is None and "fewer than 2" in bd["C vs A"]["note"]
+
+
+def test_goal_check_compares_image_by_image():
+    """The goal table pairs each image with its own best classical file and skips images without one."""
+
+    def row(method, image, t, psnr, ms):
+        return {"method": method, "image": image, "target_bpp": t, "psnr": psnr, "ms_ssim": ms}
+
+    rows = [
+        row("ours-av1", "a", 0.02, 25.0, 0.80), row("best-classical", "a", 0.02, 23.5, 0.75),
+        row("ours-av1", "b", 0.02, 20.0, 0.70), row("best-classical", "b", 0.02, 19.8, 0.71),
+        row("best-classical-msssim", "b", 0.02, 19.0, 0.72),
+        row("ours-av1", "c", 0.02, 30.0, 0.90),  # no classical file fits: left out
+        row("ours-av1", "a", 0.3, 35.0, 0.95), row("best-classical", "a", 0.3, 30.0, 0.90),  # outside 0.01-0.1
+    ]  # fmt: skip
+    g = bench.goal_check(rows, [0.02, 0.3])
+    assert list(g) == ["0.02"]
+    assert g["0.02"]["images"] == 2
+    assert g["0.02"]["psnr_gain_db"] == pytest.approx((1.5 + 0.2) / 2)
+    assert g["0.02"]["psnr_gain_min_db"] == pytest.approx(0.2)
+    assert g["0.02"]["ms_ssim_gain"] == pytest.approx((0.05 - 0.02) / 2)
+    assert g["0.02"]["met"] is False  # 0.85 dB < 1 dB
+    rows[2]["psnr"] = 20.5
+    assert bench.goal_check(rows, [0.02])["0.02"]["met"] is True
