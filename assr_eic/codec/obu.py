@@ -93,7 +93,7 @@ def sequence_header(height: int, width: int, use_128: int, restoration: int, lev
     b.put(hb - 1, 4)
     b.put(width - 1, wb)
     b.put(height - 1, hb)
-    for flag in (use_128, 1, 1, 0, 0, restoration):  # 128x128 SB, filter intra, intra edge, superres, cdef, LR
+    for flag in (use_128, 1, 1, 0, 1, restoration):  # 128x128 SB, filter intra, intra edge, superres, CDEF, LR
         b.put(flag, 1)
     b.put(0, 1)  # high_bitdepth
     b.put(0, 1)  # mono_chrome
