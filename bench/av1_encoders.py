@@ -5,7 +5,7 @@
 On the five Kodak crops downscaled by s (antialiased bicubic), every quantizer from 63 down to 19 in
 steps of 4: payload bytes (raw OBUs, full form, as ``assr_eic.codec.av1`` stores them before
 compaction) and PSNR of the decoded low-res image against its input, decoded by the same dav1d path.
-BD-rate of each encoder against SVT-AV1 preset 10 (the encoder of assr-eic <= 0.3) per image and scale,
+BD-rate of each encoder against SVT-AV1 preset 10 (the encoder before libaom) per image and scale,
 and the mean encode time, all measured in one run. Writes ``av1_encoders.json`` and ``av1_encoders.png``.
 """
 
