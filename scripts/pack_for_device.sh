@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Pack what a lent GPU machine without network needs to run scripts/train_gpu.sh (how the shipped model was
-# trained): the PyAV wheel, CompressAI's Python code (its compiled coder has no build for that machine's
+# trained): the PyAV and Pillow wheels (PyAV's dav1d decodes AV1; Pillow's AVIF writer, libaom, encodes
+# it, and the machine's own Pillow may lack AVIF), CompressAI's Python code (its compiled coder has no build for that machine's
 # Python; training needs only the entropy models' likelihoods, so small stand-ins raise if coding is
 # attempted), and the training photos as JPEG quality 95 (4:4:4) to fit the 64 MiB transfer.
-# Then, on the machine:  pip install --target /tmp/site .gpu/av-*.whl; PYTHONPATH=/tmp/site:.gpu/site:.
+# Then, on the machine:  pip install --target /tmp/site .gpu/*.whl; PYTHONPATH=/tmp/site:.gpu/site:.
 #   DATA=.gpu/data WORK=$OUT/w MINUTES=6.5 WORKERS=12 bash scripts/train_gpu.sh
 # and finish the learned codec here by rerunning its command (adds the CDF tables; see the model card).
 set -euo pipefail
@@ -37,7 +38,8 @@ class RansDecoder(_Missing):
     pass
 PY
 $py -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 -d .gpu "av==$($py -c 'import av; print(av.__version__)')"
+    --platform manylinux_2_28_x86_64 -d .gpu "av==$($py -c 'import av; print(av.__version__)')" \
+    "pillow==$($py -c 'import PIL; print(PIL.__version__)')"
 $py - <<'PY'
 from pathlib import Path
 from PIL import Image
