@@ -52,6 +52,7 @@ GRID_BPP = 0.02
 GRID_IMAGES = 2
 CROP = 128  # side of the grid crops (shown at 2x, nearest neighbour)
 SPEED_BPP = 0.05
+SPEED_EXTRA_BPP = (0.02, 0.1, 0.2)  # ours-av1 only, after the main speed runs
 SPEED_UPSCALE = 1.5  # 512x384 -> 768x576, then the middle 768x512
 SPEED_SIZE = (768, 512)  # width, height
 TOLERANCE = 0.1  # rate control must land within +-10% of the target
@@ -599,7 +600,8 @@ def run_speed(img: np.ndarray, methods: list[str], bpp: float, model_path: str |
     with tempfile.TemporaryDirectory(prefix="assr-bench-") as tmp:
         path = Path(tmp) / "speed.png"
         big.save(path)
-        for m in methods:
+        for label in methods:
+            m, _, at = label.partition("=")  # "ours-av1=0.1": that method at another target bpp
             cmd = [
                 sys.executable,
                 "-m",
@@ -609,7 +611,7 @@ def run_speed(img: np.ndarray, methods: list[str], bpp: float, model_path: str |
                 "--image",
                 str(path),
                 "--speed-bpp",
-                str(bpp),
+                at or str(bpp),
             ] + (["--model", model_path] if model_path else [])
             t = time.perf_counter()
             env = dict(os.environ)
@@ -619,13 +621,14 @@ def run_speed(img: np.ndarray, methods: list[str], bpp: float, model_path: str |
             wall = time.perf_counter() - t
             lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
             if p.returncode != 0 or not lines:
-                res = {"method": m, "error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
+                res = {"method": label, "error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
             else:
                 res = json.loads(lines[-1])
+                res["method"] = label
             res["process_wall_s"] = wall
             res["loadavg_1m_after"] = os.getloadavg()[0]  # how busy the cores were (other jobs share them)
             out.append(res)
-            log(f"  speed {m:14s} " + _speed_text(res))
+            log(f"  speed {label:14s} " + _speed_text(res))
     return out
 
 
@@ -857,7 +860,7 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
             cold = None if r.get("cold_encode_ms") is None else r["cold_encode_ms"] + r["cold_decode_ms"]
             if r["method"].startswith("ours-"):
                 note = (
-                    f"rate control included; {r.get('torch_threads')} torch thread(s); "
+                    f"target {r['target_bpp']:g} bpp, rate control included; {r.get('torch_threads')} torch thread(s); "
                     f"{_fmt(r.get('bpp'), '.4f')} bpp; model load {_fmt(r.get('load_ms'), '.0f')} ms"
                 )
             elif "scale" in r:
@@ -1064,7 +1067,10 @@ def run(args: argparse.Namespace) -> dict:
         methods = (
             args.speed_methods.split(",")
             if args.speed_methods
-            else [m for c in our_codecs for m in (f"ours-{c}", f"ours-{c}/1t")] + codecs
+            else [m for c in our_codecs for m in (f"ours-{c}", f"ours-{c}/1t")]
+            + codecs
+            # rate control's choices, hence the time, depend on the rate: ours-av1 across the range too
+            + [f"ours-av1={b:g}" for b in SPEED_EXTRA_BPP if "av1" in our_codecs]
         )
         log(f"speed and memory: {len(methods)} fresh processes, {SPEED_UPSCALE:g}x {names[0]}, {args.speed_bpp:g} bpp")
         speed = run_speed(images[names[0]], methods, args.speed_bpp, args.model)
@@ -1129,8 +1135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed-bpp", type=float, default=SPEED_BPP, help="target bpp of the speed/memory runs")
     p.add_argument(
         "--speed-methods",
-        help="comma-separated methods for the speed runs; ours-X/1t limits torch to 1 thread (default: ours-av1, "
-        "ours-av1/1t, ours-learned, ours-learned/1t and every classical codec)",
+        help="comma-separated methods for the speed runs; ours-X/1t limits torch to 1 thread, METHOD=BPP runs it "
+        "at another target (default: ours-av1, ours-av1/1t, ours-learned, ours-learned/1t, every classical codec, "
+        "then ours-av1 at 0.02, 0.1 and 0.2 bpp)",
     )
     p.add_argument("--no-speed", action="store_true", help="skip the speed and memory subprocesses")
     p.add_argument("--speed-worker", help=argparse.SUPPRESS)

@@ -37,7 +37,7 @@ def run(tmp_path_factory, kodak, model_path) -> tuple[Path, dict]:
     argv = ["--quick", "--out", str(out), "--model", model_path, "--data", str(DATA), "--images", IMAGE,
             "--targets", ",".join(map(str, TARGETS)), "--codecs", ",".join(CODECS),
             "--scales", ",".join(map(str, SCALES)), "--cache", str(out / "cache.json"),
-            "--speed-methods", "ours-av1,webp", "--jobs", "1"]  # fmt: skip
+            "--speed-methods", "ours-av1,webp,ours-av1=0.1", "--jobs", "1"]  # fmt: skip
     assert bench.main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
@@ -133,7 +133,9 @@ class TestQuickRun:
     def test_speed(self, run):
         _, res = run
         by = {r["method"]: r for r in res["speed"]}
-        assert set(by) == {"ours-av1", "webp"}
+        assert set(by) == {"ours-av1", "webp", "ours-av1=0.1"}
+        assert by["ours-av1"]["target_bpp"] == bench.SPEED_BPP and by["ours-av1=0.1"]["target_bpp"] == 0.1
+        assert abs(by["ours-av1=0.1"]["bpp"] / 0.1 - 1) <= 0.1  # the file it timed is a 0.1 bpp file
         for r in by.values():
             assert "error" not in r, r
             assert (r["width"], r["height"]) == (768, 512)
