@@ -10,11 +10,11 @@ decoder's gain measured on a tenth of the image) and moves that PSNR along a typ
 target size (:func:`score`: a file 10% over the target must buy more than 0.26 dB to beat one on
 target); the best score wins.
 
-A codec with a draft mode (``av1``: libaom at its fastest speed, 40x faster than the final encode)
-runs that search on drafts, ranked by bicubic PSNR alone, then fits the quality of the final encoder at
-the scales of the two best drafts, starting from each draft's level (1-3 final encodes each), and keeps
-the better final file by the full score. Measured on Kodak: the earlier ranking, the decoder on a fixed
-quarter of the image, missed the best scale by up to 0.9 dB.
+A codec with a draft mode (``av1``: libaom at its fastest speed, about 45x faster than the final
+encode) runs that search on drafts, ranked by bicubic PSNR alone, then fits the quality of the final
+encoder at the scales of the two best drafts, starting from each draft's level (1-3 final encodes
+each), and keeps the better final file by the full score. Measured on Kodak: the earlier ranking, the
+decoder on a fixed quarter of the image, missed the best scale by up to 0.9 dB.
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ BT.601, bilinear chroma upsampling) rather than by swscale, whose SIMD paths may
 between CPUs.
 
 The encoder is libaom through Pillow's AVIF writer (Pillow's wheels bundle libavif with libaom); the
-OBUs are taken out of the AVIF file's ``mdat`` box. libaom with ``tune=psnr`` needs 12-15% fewer bytes
-than SVT-AV1 (preset 10, the encoder of earlier versions) for the same PSNR on low-res photos at
-150-3000 bytes (``bench/av1_encoders.py``). Any AV1 encoder writes valid payloads: the decoder and the
-file format do not depend on which one made the file.
+OBUs are taken out of the AVIF file's ``mdat`` box. libaom at speed 4 with ``tune=psnr`` and CDEF needs
+16% fewer bytes than SVT-AV1 (preset 10, the encoder of earlier versions) for the same PSNR on the
+low-res Kodak crops at 100-6000 bytes (``bench/av1_encoders.py``). Any AV1 encoder writes valid
+payloads: the decoder and the file format do not depend on which one made the file.
 
 Quality: the stored code c_q in 0..255 maps to the AV1 quantizer
 ``quantizer = 63 - round(62 * c_q / 255)`` (63 coarsest, 1 finest; base_q_idx is about 4x that),
@@ -34,7 +34,7 @@ from .base import LowresCode
 MIN_SIDE = 64  # part of the format: frames are padded to at least 64 px a side (and even sides), cropped back
 _TEMPORAL_DELIMITER = b"\x12\x00"
 FINAL_SPEED = 4  # libaom cpu-used for the file that is kept
-DRAFT_SPEED = 9  # for rate-control probes: 50x faster, similar bytes at a quantizer (+5% +-12%)
+DRAFT_SPEED = 9  # for rate-control probes: about 45x faster, similar bytes at a quantizer (+5% +-12%)
 # libavif's default tune for still images aims at perceptual metrics; CDEF (off by default for still
 # images) saves 1-2% of the bytes at equal PSNR here, +0.01 to +0.04 dB end to end on the Kodak crops
 _AV1_OPTIONS = {"tune": "psnr", "enable-cdef": "1"}
@@ -138,7 +138,7 @@ class AV1Codec:
         self.speed = speed
 
     def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, draft: bool = False) -> LowresCode:
-        """Code ``x``; ``draft`` trades about 10% more bytes for 50x speed (rate-control probes)."""
+        """Code ``x``; ``draft`` needs about 40% more bytes for the same PSNR, 45x faster (rate-control probes)."""
         _check_encoder()
         rgb = to_uint8(x)
         h, w = rgb.shape[:2]
