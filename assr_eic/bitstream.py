@@ -1,11 +1,11 @@
-"""The ``.assr`` container, format version 1: pack, parse, validate.
+"""The ``.assr`` container, format version 2: pack, parse, validate.
 
 Every byte counts at extreme rates (a 768x512 image at 0.01 bpp is 491 bytes in all), so the header
 uses varints and quantized floats. Layout, byte by byte::
 
     offset  size  field
     0       2     magic b"\\xa5E" (0xA5 0x45)
-    2       1     bits 7..5 format version (1); bits 4..3 base codec id (0 av1, 1 learned);
+    2       1     bits 7..5 format version (2; 1 is read too); bits 4..3 base codec id (0 av1, 1 learned);
                   bit 2 prompt present; bits 1..0 stream count - 1
     3       3     model fingerprint: first 3 bytes of the SHA-256 of the weights that wrote the file
     6       v     original height H   (unsigned LEB128 varint, 1 <= H <= MAX_SIDE)
@@ -32,7 +32,8 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"\xa5E"
-VERSION = 1
+VERSION = 2  # 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
+READABLE_VERSIONS = (1, 2)
 CODECS = ("av1", "learned")
 MAX_SIDE = 32768
 MAX_PIXELS = 1 << 28  # 268 Mpx: 16384 x 16384
@@ -233,8 +234,11 @@ def parse(data: bytes) -> Bitstream:
         raise BitstreamError(f"truncated file: {len(data)} bytes is shorter than the smallest header")
     flags = data[2]
     version = flags >> 5
-    if version != VERSION:
-        raise BitstreamError(f"unsupported .assr format version {version}; this build reads version {VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(
+            f"unsupported .assr format version {version}; this build reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (a newer assr-eic wrote this file)"
+        )
     body_end = len(data) - _CRC_BYTES
     if zlib.crc32(data[:body_end]) != int.from_bytes(data[body_end:], "little"):
         raise BitstreamError("corrupted file: CRC-32 check failed (truncated or altered bytes)")

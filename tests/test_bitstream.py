@@ -94,6 +94,12 @@ class TestMalformed:
         with pytest.raises(BitstreamError, match="version 7"):
             parse(with_crc(bytes(data[:-4])))
 
+    def test_version_1_files_are_read(self):
+        data = bytearray(pack(make()))
+        assert data[2] >> 5 == 2
+        data[2] = (1 << 5) | (data[2] & 0x1F)
+        assert parse(with_crc(bytes(data[:-4]))) == parse(pack(make()))
+
     @pytest.mark.parametrize("cut", [1, 2, 3, 6, 10, 20, -1])
     def test_truncated(self, cut):
         data = pack(make())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -91,6 +93,14 @@ class TestAV1:
         assert full[0] == 0x0A and len(full) > len(bs.streams[0])
         codec = AV1Codec()
         assert torch.equal(codec.decode((full,), bs.lowres_size, bs.quality_code).x_hat, enc.lowres.x_hat)
+        # and a whole version-1 file (the format before compact payloads) decodes to the same image
+        from assr_eic.bitstream import Bitstream, pack
+
+        v2 = bytearray(pack(Bitstream(bs.codec, bs.fingerprint, bs.height, bs.width, bs.scale_code,
+                                      bs.quality_code, (full,))))  # fmt: skip
+        v2[2] = (1 << 5) | (v2[2] & 0x1F)
+        v1 = bytes(v2[:-4]) + zlib.crc32(bytes(v2[:-4])).to_bytes(4, "little")
+        assert torch.equal(decode(v1, model=model).image, decode(enc.data, model=model).image)
 
     def test_foreign_obus_stay_as_they_are(self):
         from assr_eic.codec import obu
