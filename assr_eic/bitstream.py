@@ -85,7 +85,8 @@ def lowres_size(height: int, width: int, scale_code: int) -> tuple[int, int]:
     return one(height), one(width)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Unsigned LEB128 (also the size field of AV1 OBUs)."""
     if n < 0:
         raise ValueError("varints are unsigned")
     out = bytearray()
@@ -99,7 +100,9 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-class _Reader:
+class Reader:
+    """Reads fields off ``data[:end]``; anything short or malformed is a :class:`BitstreamError`."""
+
     def __init__(self, data: bytes, end: int) -> None:
         self.data, self.pos, self.end = data, 0, end
 
@@ -197,10 +200,10 @@ def pack(bs: Bitstream) -> bytes:
     out = bytearray(MAGIC)
     out.append(flags)
     out += bs.fingerprint
-    out += _varint(bs.height) + _varint(bs.width) + _varint(bs.scale_code)
+    out += varint(bs.height) + varint(bs.width) + varint(bs.scale_code)
     out.append(bs.quality_code)
     for s in bs.streams[:-1]:
-        out += _varint(len(s))
+        out += varint(len(s))
     if has_prompt:
         text = bs.prompt.encode("utf-8")
         if len(text) > MAX_PROMPT_BYTES:
@@ -208,7 +211,7 @@ def pack(bs: Bitstream) -> bytes:
         comp = zlib.compressobj(9, zlib.DEFLATED, -15)
         deflated = comp.compress(text) + comp.flush()
         body, flag = (deflated, 1) if len(deflated) < len(text) else (text, 0)
-        out += _varint((len(body) << 1) | flag) + body
+        out += varint((len(body) << 1) | flag) + body
     for s in bs.streams:
         out += s
     out += zlib.crc32(out).to_bytes(4, "little")
@@ -247,7 +250,7 @@ def parse(data: bytes) -> Bitstream:
         raise BitstreamError(f"invalid file: unknown base codec id {codec_id}")
     has_prompt = bool(flags & 0b100)
     n_streams = (flags & 0b11) + 1
-    r = _Reader(data, body_end)
+    r = Reader(data, body_end)
     r.pos = len(MAGIC) + 1
     fingerprint = r.take(3, "model fingerprint")
     height = r.varint("image height", MAX_SIDE)

@@ -14,6 +14,8 @@ Any payload whose OBUs are not exactly [sequence header, frame] with the expecte
 
 from __future__ import annotations
 
+from ..bitstream import BitstreamError, Reader, varint
+
 _OBU_SEQUENCE_HEADER = 0x0A  # obu_type 1, obu_has_size_field 1
 _OBU_FRAME = 0x32  # obu_type 6, obu_has_size_field 1
 _COMPACT = 0x80
@@ -22,35 +24,17 @@ _COMPACT = 0x80
 _COLOR_DESCRIPTION = (1, 13, 6)
 
 
-def _leb128(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _split_obus(data: bytes) -> list[tuple[int, bytes]] | None:
     """(header byte, payload) of each OBU, or None unless every OBU has a size field and no extension."""
-    out, i = [], 0
-    while i < len(data):
-        head = data[i]
-        if head & 0x87 != 0x02:  # forbidden bit 0, no extension, has_size_field 1, reserved 0
-            return None
-        size, shift, i = 0, 0, i + 1
-        while True:
-            if i >= len(data) or shift > 28:
+    out, r = [], Reader(data, len(data))
+    try:
+        while r.pos < len(data):
+            (head,) = r.take(1, "OBU header")
+            if head & 0x87 != 0x02:  # forbidden bit 0, no extension, has_size_field 1, reserved 0
                 return None
-            byte = data[i]
-            size |= (byte & 0x7F) << shift
-            shift, i = shift + 7, i + 1
-            if not byte & 0x80:
-                break
-        if i + size > len(data):
-            return None
-        out.append((head, data[i : i + size]))
-        i += size
+            out.append((head, r.take(r.varint("OBU size", len(data)), "OBU payload")))
+    except BitstreamError:
+        return None
     return out
 
 
@@ -141,6 +125,6 @@ def expand(payload: bytes, height: int, width: int) -> bytes:
     code, frame = payload[0], payload[1:]
     header = sequence_header(height, width, (code >> 6) & 1, (code >> 5) & 1, code & 0x1F)
     return (
-        bytes([_OBU_SEQUENCE_HEADER]) + _leb128(len(header)) + header
-        + bytes([_OBU_FRAME]) + _leb128(len(frame)) + frame
+        bytes([_OBU_SEQUENCE_HEADER]) + varint(len(header)) + header
+        + bytes([_OBU_FRAME]) + varint(len(frame)) + frame
     )  # fmt: skip
