@@ -12,13 +12,13 @@ from assr_eic.bitstream import (
     MAX_SIDE,
     Bitstream,
     BitstreamError,
-    _varint,
     header_size,
     lowres_size,
     pack,
     parse,
     quantize_quality,
     quantize_scale,
+    varint,
 )
 
 
@@ -116,7 +116,7 @@ class TestMalformed:
                     parse(bytes(bad))
 
     def test_huge_dimensions_with_valid_crc(self):
-        body = b"\xa5E" + bytes([1 << 5]) + b"\x01\x02\x03" + _varint(10**6) + _varint(10**6) + _varint(0) + b"\x80"
+        body = b"\xa5E" + bytes([1 << 5]) + b"\x01\x02\x03" + varint(10**6) + varint(10**6) + varint(0) + b"\x80"
         tracemalloc.start()
         with pytest.raises(BitstreamError, match="above the limit|outside"):
             parse(with_crc(body + b"payload"))
@@ -125,9 +125,9 @@ class TestMalformed:
         assert peak < 1 << 20
 
     def test_too_many_pixels(self):
-        body = b"\xa5E" + bytes([1 << 5]) + b"\x01\x02\x03" + _varint(MAX_SIDE) + _varint(MAX_SIDE)
+        body = b"\xa5E" + bytes([1 << 5]) + b"\x01\x02\x03" + varint(MAX_SIDE) + varint(MAX_SIDE)
         with pytest.raises(BitstreamError, match="exceeds"):
-            parse(with_crc(body + _varint(0) + b"\x80" + b"p"))
+            parse(with_crc(body + varint(0) + b"\x80" + b"p"))
 
     def test_stream_length_past_end(self):
         bs = make(codec="learned", streams=(b"z" * 5, b"y" * 10))

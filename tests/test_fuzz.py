@@ -20,10 +20,10 @@ from assr_eic.bitstream import (
     MAX_SIDE,
     BitstreamError,
     ModelMismatchError,
-    _varint,
     parse,
     quantize_quality,
     quantize_scale,
+    varint,
 )
 from assr_eic.pipeline import decode, encode_at, to_tensor
 
@@ -143,11 +143,11 @@ class TestMutatedFiles:
         """Rewrite H, W, scale and quality (and the codec id) with the CRC recomputed."""
         bs = parse(files[name])
         flags = files[name][2] ^ (0b1000 if codec_flip else 0)
-        lengths = b"".join(_varint(len(s)) for s in bs.streams[:-1])
-        body = MAGIC + bytes([flags]) + bs.fingerprint + _varint(h) + _varint(w) + _varint(sc) + bytes([qc]) + lengths
+        lengths = b"".join(varint(len(s)) for s in bs.streams[:-1])
+        body = MAGIC + bytes([flags]) + bs.fingerprint + varint(h) + varint(w) + varint(sc) + bytes([qc]) + lengths
         if bs.prompt:
             text = bs.prompt.encode()
-            body += _varint(len(text) << 1) + text
+            body += varint(len(text) << 1) + text
         check(with_crc(body + b"".join(bs.streams)), model)
 
 
@@ -155,7 +155,7 @@ class TestLimits:
     @pytest.mark.parametrize("h,w", [(MAX_SIDE + 1, 1), (1, 10**6), (16384, 16385), (10**6, 10**6)])
     def test_declared_size_beyond_limits_is_refused_by_the_parser(self, files, h, w):
         bs = parse(files["av1-2.0"])
-        body = MAGIC + files["av1-2.0"][2:3] + bs.fingerprint + _varint(h) + _varint(w) + _varint(64) + b"\x80"
+        body = MAGIC + files["av1-2.0"][2:3] + bs.fingerprint + varint(h) + varint(w) + varint(64) + b"\x80"
         with pytest.raises(BitstreamError, match="size|limit"):
             parse(with_crc(body + bs.streams[0]))
 
@@ -164,8 +164,8 @@ class TestLimits:
         from assr_eic.codec.learned import MAX_LOWRES_PIXELS
 
         bs = parse(files["learned-1.5"])
-        body = MAGIC + files["learned-1.5"][2:3] + bs.fingerprint + _varint(4096) + _varint(4096) + _varint(0)
-        body += bytes([bs.quality_code]) + _varint(len(bs.streams[0])) + _varint(len(bs.prompt) << 1)
+        body = MAGIC + files["learned-1.5"][2:3] + bs.fingerprint + varint(4096) + varint(4096) + varint(0)
+        body += bytes([bs.quality_code]) + varint(len(bs.streams[0])) + varint(len(bs.prompt) << 1)
         body += bs.prompt.encode() + b"".join(bs.streams)
         big = parse(with_crc(body))
         assert big.lowres_size[0] * big.lowres_size[1] > MAX_LOWRES_PIXELS
@@ -180,11 +180,11 @@ class TestLimits:
 
         bs = parse(files["av1-1.0"])
         full = obu.expand(bs.streams[0], 96, 128)  # the full form carries its own sequence header
-        body = MAGIC + files["av1-1.0"][2:3] + bs.fingerprint + _varint(64) + _varint(64) + _varint(0) + b"\x80"
+        body = MAGIC + files["av1-1.0"][2:3] + bs.fingerprint + varint(64) + varint(64) + varint(0) + b"\x80"
         with pytest.raises(BitstreamError, match="AV1 payload does not decode"):
             decode(with_crc(body + full), model=model)
         # and one declaring a larger image gets the size mismatch
-        body = MAGIC + files["av1-1.0"][2:3] + bs.fingerprint + _varint(200) + _varint(200) + _varint(0) + b"\x80"
+        body = MAGIC + files["av1-1.0"][2:3] + bs.fingerprint + varint(200) + varint(200) + varint(0) + b"\x80"
         with pytest.raises(BitstreamError, match="decodes to 128x96, expected 200x200"):
             decode(with_crc(body + full), model=model)
 
