@@ -254,7 +254,7 @@ def search(
         raise RateError(f"target bpp must be a positive number, got {target_bpp}")
     target = target_bpp * H * W / 8
     lo, hi = (1 - tolerance) * target, (1 + tolerance) * target
-    has_draft = getattr(model.codec(codec), "has_draft", False)
+    has_draft = model.codec(codec).has_draft
     st = _Search(model, x, codec, prompt, lo, hi, draft=has_draft)
     fin = _Search(model, x, codec, prompt, lo, hi, lowres=st.lowres) if has_draft else st
     n = len(st.levels)
@@ -322,15 +322,18 @@ def search(
 
 
 def _lowres_of(model: ASSRModel, e: Encoded) -> LowresCode:
-    bs = e.bitstream
-    with torch.inference_mode():
-        return model.codec(bs.codec).decode(bs.streams, bs.lowres_size, bs.quality_code)
+    """The decoded low-res image of a candidate, decoded once and kept on it (probes skip the decode)."""
+    if e.lowres.x_hat is None:
+        bs = e.bitstream
+        with torch.inference_mode():
+            e.lowres = model.codec(bs.codec).decode(bs.streams, bs.lowres_size, bs.quality_code)
+    return e.lowres
 
 
 def _finish(
     model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int
 ) -> Encoded:
-    e.lowres = _lowres_of(model, e)
+    _lowres_of(model, e)
     if progress:
         progress(total, total)
     return e

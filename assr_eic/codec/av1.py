@@ -21,6 +21,7 @@ the scale of SVT-AV1's crf and of libaom's cq-level alike.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 
@@ -54,15 +55,19 @@ def _avif_quality(quantizer: int) -> int:
     return next(q for q in range(100, -1, -1) if ((100 - q) * 63 + 50) // 100 >= quantizer)
 
 
-def _check_encoder() -> None:
+@functools.cache
+def _encoder_available() -> bool:
     from PIL import features
 
-    ok = features.check("avif")
-    if ok:
-        from PIL import _avif
+    if not features.check("avif"):  # older Pillow: no _avif module at all
+        return False
+    from PIL import _avif
 
-        ok = _avif.encoder_codec_available("aom")
-    if not ok:
+    return bool(_avif.encoder_codec_available("aom"))
+
+
+def _check_encoder() -> None:
+    if not _encoder_available():
         import PIL
 
         raise EncoderUnavailableError(
