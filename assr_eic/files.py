@@ -330,4 +330,3 @@ def read_safetensors(path: str | os.PathLike, error: type[Exception], what: str)
         return load_file(str(path)), meta
     except Exception as e:
         raise error(f"{path} is not a readable safetensors file ({e})") from None
-

@@ -38,9 +38,34 @@ class DegradationEmbedding(nn.Module):
         return self.mlp(torch.cat([e, self.codec(codec_id)], dim=1))
 
 
+class ReplicateConv3x3(nn.Conv2d):
+    """3x3 conv with replicate padding, computed without padding the whole input.
+
+    ``padding_mode="replicate"`` copies the input into a padded tensor before every conv (a quarter of
+    the conv's time on CPU). Zero padding gives the same result everywhere except the 1-pixel border
+    ring, which is then recomputed from replicate-padded 2-pixel strips: the same sums, a fraction of
+    the copying.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3, padding=1)
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        conv = nn.functional.conv2d
+        pad = nn.functional.pad
+        if x.shape[-2] < 3 or x.shape[-1] < 3:
+            return conv(pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias)
+        y = conv(x, weight, bias, padding=1)
+        y[..., :1, :] = conv(pad(x[..., :2, :], (1, 1, 1, 0), mode="replicate"), weight, bias)
+        y[..., -1:, :] = conv(pad(x[..., -2:, :], (1, 1, 0, 1), mode="replicate"), weight, bias)
+        y[..., :, :1] = conv(pad(x[..., :, :2], (1, 0, 1, 1), mode="replicate"), weight, bias)
+        y[..., :, -1:] = conv(pad(x[..., :, -2:], (0, 1, 1, 1), mode="replicate"), weight, bias)
+        return y
+
+
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:
     """3x3 conv with replicate padding (so tiled and whole-image passes agree inside the margin)."""
-    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate")
+    return ReplicateConv3x3(cin, cout)
 
 
 class FiLMResBlock(nn.Module):
@@ -58,6 +83,13 @@ class FiLMResBlock(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.film(emb)[:, :, None, None].chunk(2, 1)
         h = self.act(self.conv1(x))
+        if emb.shape[0] == 1 and not torch.is_grad_enabled():
+            # inference on one image: (1 + gamma) and beta fold into conv2's weights and bias (replicate
+            # padding keeps a constant offset constant), saving two full-resolution passes per block
+            w = self.conv2.weight
+            w2 = w * (1 + gamma[0, :, 0, 0])[None, :, None, None]
+            b2 = self.conv2.bias + w.sum((2, 3)) @ beta[0, :, 0, 0]
+            return x + self.conv2._conv_forward(h, w2, b2)
         h = h * (1 + gamma) + beta
         return x + self.conv2(h)
 

@@ -23,7 +23,7 @@ from .bitstream import (
     quantize_scale,
 )
 from .codec.av1 import to_uint8  # also part of the public API
-from .codec.base import LowresCode
+from .codec.base import Effort, LowresCode
 from .model import ASSRModel, load_model
 
 MAX_OUTPUT_PIXELS = 1 << 28  # decoding to a larger size is refused before anything is allocated
@@ -189,19 +189,19 @@ def encode_at(
     fingerprint: bytes | None = None,
     x_lr: torch.Tensor | None = None,
     reconstruct_lowres: bool = True,
-    draft: bool = False,
+    effort: Effort = "final",
 ) -> Encoded:
     """Encode at exact stored codes (the encoder uses the same quantized s and q the decoder reads).
 
     Rate control passes the model ``fingerprint`` and the low-res image ``x_lr`` once per scale, and
-    asks for the low-res reconstruction only for the candidates it compares, and ``draft`` encodes
-    for its probes (see :class:`~assr_eic.codec.base.BaseCodec`).
+    asks for the low-res reconstruction only for the candidates it compares, and sets the codec's
+    ``effort`` per encode (see :class:`~assr_eic.codec.base.BaseCodec`).
     """
     H, W = x.shape[-2:]
     if x_lr is None:
         x_lr = downsample(model, x, codec, scale_code)
     with torch.inference_mode():
-        code = model.codec(codec).encode(x_lr, quality_code, reconstruct=reconstruct_lowres, draft=draft)
+        code = model.codec(codec).encode(x_lr, quality_code, reconstruct=reconstruct_lowres, effort=effort)
     fp = model.fingerprint if fingerprint is None else fingerprint
     data = pack(Bitstream(codec, fp, H, W, scale_code, quality_code, code.streams, prompt))
     return Encoded(data, parse(data), code)

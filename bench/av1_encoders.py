@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench/results/av1_encoders")
     p.add_argument("--scales", default="2,3,4")
-    p.add_argument("--aom-speeds", default="4,6,9")
+    p.add_argument("--aom-speeds", default="3,4,6,9")
     a = p.parse_args(argv)
     import torch
     from PIL import Image

@@ -23,8 +23,16 @@ from assr_eic.bitstream import (
 
 
 def make(**kw) -> Bitstream:
-    base = dict(codec="av1", fingerprint=b"\x01\x02\x03", height=384, width=512, scale_code=quantize_scale(3.0),
-                quality_code=quantize_quality(0.5), streams=(b"\x0a\x0b" * 20,), prompt=None)
+    base = dict(
+        codec="av1",
+        fingerprint=b"\x01\x02\x03",
+        height=384,
+        width=512,
+        scale_code=quantize_scale(3.0),
+        quality_code=quantize_quality(0.5),
+        streams=(b"\x0a\x0b" * 20,),
+        prompt=None,
+    )
     base.update(kw)
     return Bitstream(**base)
 

@@ -61,14 +61,15 @@ class TestAV1:
         psnr = -10 * torch.log10(torch.mean((y - x) ** 2)).item()
         assert psnr > 36
 
-    def test_draft_encode_is_a_valid_payload_of_similar_size(self, photo):
+    @pytest.mark.parametrize("effort", ["draft", "fine"])
+    def test_other_efforts_give_valid_payloads_of_similar_size(self, photo, effort):
         x = to_tensor(photo[:192, :256])
         codec = AV1Codec()
-        final, draft = codec.encode(x, 80), codec.encode(x, 80, draft=True)
-        assert final.streams != draft.streams
-        assert 0.7 < len(draft.streams[0]) / len(final.streams[0]) < 1.5
-        back = codec.decode(draft.streams, (192, 256), 80)
-        assert torch.equal(back.x_hat, draft.x_hat)
+        final, other = codec.encode(x, 80), codec.encode(x, 80, effort=effort)
+        assert final.streams != other.streams
+        assert 0.7 < len(other.streams[0]) / len(final.streams[0]) < 1.5
+        back = codec.decode(other.streams, (192, 256), 80)
+        assert torch.equal(back.x_hat, other.x_hat)
 
     @pytest.mark.parametrize("h,w", [(64, 64), (64, 96), (100, 200), (384, 512), (1000, 1500)])
     def test_compact_payload_rebuilds_the_encoders_exact_obus(self, photo2, h, w):

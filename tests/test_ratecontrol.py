@@ -30,7 +30,7 @@ def test_av1_file_is_the_final_encoders_and_beats_the_draft(model, photo):
     bs = parse(data)
     x = to_tensor(photo)
     final = encode_at(model, x, "av1", bs.scale_code, bs.quality_code)
-    draft = encode_at(model, x, "av1", bs.scale_code, bs.quality_code, draft=True)
+    draft = encode_at(model, x, "av1", bs.scale_code, bs.quality_code, effort="draft")
     assert final.data == data and draft.data != data
 
     def psnr(d: bytes) -> float:
@@ -39,6 +39,24 @@ def test_av1_file_is_the_final_encoders_and_beats_the_draft(model, photo):
     # more than the extra bytes could buy (measured: +1.1 dB for 10% more bytes; 3 dB per doubling is generous)
     gain = psnr(final.data) - psnr(draft.data)
     assert gain > max(0.2, 3 * math.log2(len(final.data) / len(draft.data)))
+
+
+@pytest.mark.parametrize("target", [0.01, 0.1])
+def test_small_lowres_images_get_the_fine_effort(model, photo, target):
+    """Final encodes use the slower "fine" effort exactly where the low-res image has at most
+    FINE_FRACTION of the pixels (the lowest rates); elsewhere the usual final encoder."""
+    from assr_eic.pipeline import encode_at, to_tensor
+    from assr_eic.ratecontrol import FINE_FRACTION
+
+    data = compress(photo, target_bpp=target, codec="av1", model=model)
+    bs = parse(data)
+    small = math.prod(bs.lowres_size) <= FINE_FRACTION * 384 * 512
+    assert small == (target == 0.01)  # s about 5 at 0.01 bpp, about 1-1.6 at 0.1
+    x = to_tensor(photo)
+    fine = encode_at(model, x, "av1", bs.scale_code, bs.quality_code, effort="fine")
+    final = encode_at(model, x, "av1", bs.scale_code, bs.quality_code)
+    assert fine.data != final.data
+    assert data == (fine.data if small else final.data)
 
 
 def test_learned_lands_within_10_percent(model, photo):

@@ -36,6 +36,23 @@ def test_tiled_equals_whole(sr, photo):
     assert (whole - tiled).abs().max() < 1e-5
 
 
+def test_inference_folds_film_into_the_conv_exactly(sr, photo):
+    """At inference on one image FiLM's scale and shift are folded into conv2's weights: the same output
+    as the training path (modulate the features, then convolve), borders included."""
+    x = resize(torch.tensor(photo).permute(2, 0, 1)[None].float() / 255, (60, 80))
+    block = sr.trunk[0]
+    h = sr.act(sr.trunk_in(torch.cat([x, torch.zeros_like(x[:, :1])], 1)))
+    emb = sr.embedding("av1", 2.5, 0.4)
+    with torch.no_grad():
+        with torch.enable_grad():
+            modulated = block(h, emb)  # grad on: the unfolded path
+        folded = block(h, emb)
+        gamma = block.film(emb)[:, : h.shape[1]]
+    assert gamma.abs().max() > 0.05  # the modulation is not trivially identity
+    assert (folded - modulated).abs().max() < 1e-5
+    assert (folded - modulated).abs().max() < 1e-3 * modulated.abs().max()
+
+
 def test_zero_head_is_bicubic(photo):
     net = SRDecoder().eval()  # fresh: the output layer starts at zero
     x = resize(torch.tensor(photo).permute(2, 0, 1)[None].float() / 255, (96, 128))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from assr_eic.bitstream import lowres_size
+from assr_eic.codec.av1 import quantizer_from_quality
 from assr_eic.model import ASSRModel
 from assr_eic.train import sr_av1
 
@@ -67,9 +68,14 @@ def test_worker_processes_make_pairs(photos, tmp_path):
         files.append(tmp_path / f"p{i}.png")
         Image.fromarray(p).save(files[-1])
     model = ASSRModel()
-    maker = sr_av1.PairMaker(photos, model, crop=64, seed=1)
-    init = ([str(f) for f in files], model.downsampler["av1"].state_dict(), 64, 1)
+    levels = sr_av1.levels_for((40, 63))  # --quantizers 40-63: coarse pairs only, in the workers too
+    maker = sr_av1.PairMaker(photos, model, crop=64, seed=1, levels=levels)
+    init = ([str(f) for f in files], model.downsampler["av1"].state_dict(), 64, 1, levels)
     pool = sr_av1.PairPool(maker, size=3, group=2, workers=1, init_args=init)
+
+    def quantizers() -> set[int]:
+        return {quantizer_from_quality(round(q * 255)) for g in pool.groups for q in g.q.tolist()}
+
     try:
         assert len(pool.groups) == 3 and pool.made >= 3
         for g in pool.groups:
@@ -81,5 +87,13 @@ def test_worker_processes_make_pairs(photos, tmp_path):
                 break
             time.sleep(0.05)
         assert pool.made > made, "the worker delivered no new group in 10 s"
+        assert min(quantizers()) >= 40 and max(quantizers()) <= 63
     finally:
         pool.close()
+
+
+def test_quantizer_range_selects_levels():
+    levels = sr_av1.levels_for((32, 63))
+    assert sorted(quantizer_from_quality(c) for c in levels) == list(range(32, 64))
+    with pytest.raises(ValueError, match="no AV1 quantizer in 70-80"):
+        sr_av1.levels_for((70, 80))

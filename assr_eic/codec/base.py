@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
+
+Effort = Literal["draft", "final", "fine"]
 
 
 @dataclass
@@ -28,11 +30,14 @@ class BaseCodec(Protocol):
     """Codes a low-res RGB image at a quality code (0..255, higher = better)."""
 
     name: str
-    has_draft: bool  # whether ``draft=True`` encodes faster (and a little worse) than the final encode
+    has_draft: bool  # whether ``effort`` changes the encode (draft: faster and worse, fine: slower and better)
 
-    def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, draft: bool = False) -> LowresCode:
+    def encode(
+        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"
+    ) -> LowresCode:
         """Code ``x``; with ``reconstruct=False`` only the streams are produced (x_hat is None).
-        ``draft`` asks for a fast encode of about the same size, for rate-control probes."""
+        ``effort`` "draft" asks for a fast encode of about the same size, for rate-control probes;
+        "fine" for a slower one with fewer bytes at the same quality, where the caller can afford it."""
         ...
 
     def decode(self, streams: tuple[bytes, ...], size: tuple[int, int], quality_code: int) -> LowresCode: ...

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..bitstream import BitstreamError
 from ..rescale import pad_to_multiple
-from .base import LowresCode
+from .base import Effort, LowresCode
 from .rans import CheckedEntropyCoder
 
 STRIDE = 64  # g_a downsamples by 16, h_a by 4 more
@@ -208,8 +208,10 @@ class LearnedCodec:
 
     has_draft = False
 
-    def encode(self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, draft: bool = False) -> LowresCode:
-        """Code ``x`` (``draft`` is ignored: this codec has one speed)."""
+    def encode(
+        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"
+    ) -> LowresCode:
+        """Code ``x`` (``effort`` is ignored: this codec has one speed)."""
         check_lowres_size(tuple(x.shape[-2:]))
         q = quality_code / 255
         out = self.net.compress(x, q)

@@ -45,6 +45,14 @@ def read_photos(files: list[Path]) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB")) for p in files]
 
 
+def _range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise SystemExit(f"--quantizers wants FINEST-COARSEST such as 30-63, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m assr_eic.train", description=__doc__.splitlines()[0])
     p.add_argument(
@@ -62,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--keep", choices=["last", "best"], default="last", help="av1: export the last or best-val weights")
     p.add_argument("--workers", type=int, default=0, help="av1: CPU processes making AV1 pairs (for a GPU trainer)")
+    p.add_argument(
+        "--quantizers", default="1-63", help="av1: AV1 quantizers of the training pairs, FINEST-COARSEST (1-63 all)"
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
@@ -77,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         from .sr_av1 import train
 
         result = train(model, train_imgs, val_imgs, workdir, a.minutes, a.steps, a.batch, a.crop, lr=a.lr,
-                       seed=a.seed, workers=a.workers, train_files=train_files, keep=a.keep)  # fmt: skip
+                       seed=a.seed, workers=a.workers, train_files=train_files, keep=a.keep,
+                       quantizers=_range(a.quantizers))  # fmt: skip
     else:
         from .learned import train
 

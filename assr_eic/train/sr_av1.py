@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..bitstream import quantize_scale
+from ..codec.av1 import quantizer_from_quality
 from ..model import ASSRModel
 from ..pipeline import downsample
 from ..ratecontrol import quality_levels
@@ -74,8 +75,10 @@ class PairGroup:
 class PairMaker:
     """Makes :class:`PairGroup` s with the real AV1 encoder and decoder (on the CPU)."""
 
-    def __init__(self, images: list[np.ndarray], model: ASSRModel, crop: int, seed: int) -> None:
-        self.model, self.seed = model, seed
+    def __init__(
+        self, images: list[np.ndarray], model: ASSRModel, crop: int, seed: int, levels: list[int] = Q_LEVELS
+    ) -> None:
+        self.model, self.seed, self.levels = model, seed, levels
         self.rng = random.Random(seed)
         self.random_crop = CropSampler(images, crop, self.rng)
         self.codec = model.codec("av1")
@@ -84,7 +87,7 @@ class PairMaker:
         s = math.exp(self.rng.uniform(math.log(S_RANGE[0]), math.log(S_RANGE[1])))
         sc = quantize_scale(s)
         hr = torch.cat([self.random_crop() for _ in range(n)])
-        qcs = [Q_LEVELS[self.rng.randrange(len(Q_LEVELS))] for _ in range(n)]
+        qcs = [self.levels[self.rng.randrange(len(self.levels))] for _ in range(n)]
         with torch.inference_mode():
             x_lr = downsample(self.model, hr, "av1", sc)
             lr = torch.cat([self.codec.encode(x_lr[i : i + 1], qc).x_hat for i, qc in enumerate(qcs)])
@@ -95,7 +98,16 @@ class PairMaker:
 _worker_maker: PairMaker | None = None
 
 
-def _worker_init(photo_files: list[str], down_state: dict, crop: int, seed: int) -> None:
+def levels_for(quantizers: tuple[int, int]) -> list[int]:
+    """The quality levels whose AV1 quantizer lies in ``quantizers`` = (finest, coarsest), inclusive."""
+    lo, hi = quantizers
+    levels = [c for c in Q_LEVELS if lo <= quantizer_from_quality(c) <= hi]
+    if not levels:
+        raise ValueError(f"no AV1 quantizer in {lo}-{hi} (they run from 1 to 63)")
+    return levels
+
+
+def _worker_init(photo_files: list[str], down_state: dict, crop: int, seed: int, levels: list[int]) -> None:
     global _worker_maker
     from PIL import Image
 
@@ -104,7 +116,7 @@ def _worker_init(photo_files: list[str], down_state: dict, crop: int, seed: int)
     model = ASSRModel()
     model.downsampler["av1"].load_state_dict(down_state)
     seed = seed * 1000 + int.from_bytes(os.urandom(2), "little")  # each worker its own stream
-    _worker_maker = PairMaker(images, model, crop, seed)
+    _worker_maker = PairMaker(images, model, crop, seed, levels)
 
 
 def _worker_group(n: int) -> PairGroup:
@@ -220,6 +232,7 @@ def train(
     workers: int = 0,
     train_files: list[Path] | None = None,
     keep: str = "last",
+    quantizers: tuple[int, int] = (1, 63),
 ) -> dict:
     """Train ``model.sr["av1"]`` in place; resumable from ``workdir/sr_av1.ckpt``.
 
@@ -227,7 +240,10 @@ def train(
     processes (needs ``train_files``, the paths of ``train_images``), for a GPU that would otherwise wait.
     ``keep="best"`` leaves the weights of the best validation score in the model (kept in
     ``workdir/sr_av1_best.pt``) instead of the last ones: on few photos the decoder starts to overfit.
+    ``quantizers`` limits the AV1 quantizers of the pairs (training and validation alike), for instance
+    to the coarse ones rate control picks at 0.01-0.3 bpp.
     """
+    levels = levels_for(quantizers)
     run = loop.setup()
     torch.manual_seed(seed + run.rank)
     sr = model.sr["av1"].to(run.device).train()
@@ -236,14 +252,23 @@ def train(
     ckpt = workdir / "sr_av1.ckpt"
     best_file = workdir / "sr_av1_best.pt"
     state = loop.load_checkpoint(ckpt, {"sr": sr}, {"opt": opt})
-    val_maker = PairMaker(val_images, model, crop=256, seed=12345)
+    val_maker = PairMaker(val_images, model, crop=256, seed=12345, levels=levels)
     val = [val_maker.group(4) for _ in range(12)]
     if state.step == 0:
-        loop.log(run, workdir / "log.jsonl", {"event": "start", "val_bicubic_psnr": bicubic_psnr(val)})
-    maker = PairMaker(train_images, model, crop, seed + 1000 * run.rank + state.step)
+        sr.eval()
+        start = {"event": "start", "val_bicubic_psnr": bicubic_psnr(val), "val_psnr": evaluate(sr, val, run.device)}
+        sr.train()
+        loop.log(run, workdir / "log.jsonl", {**start, "quantizers": list(quantizers)})
+    maker = PairMaker(train_images, model, crop, seed + 1000 * run.rank + state.step, levels)
     if workers and train_files is None:
         raise ValueError("workers > 0 needs train_files (the photos' paths)")
-    init_args = ([str(p) for p in train_files or []], model.downsampler["av1"].state_dict(), crop, seed + run.rank)
+    init_args = (
+        [str(p) for p in train_files or []],
+        model.downsampler["av1"].state_dict(),
+        crop,
+        seed + run.rank,
+        levels,
+    )
     pool_ = PairPool(maker, pool, batch, workers, init_args)
     budget = loop.Budget(state, minutes, steps)
     try:
