@@ -32,8 +32,10 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"\xa5E"
-VERSION = 2  # 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
-READABLE_VERSIONS = (1, 2)
+# 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
+# 3: the scale field also carries the fidelity flag (scale code * 2 + 1 = "upsample with plain bicubic")
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 CODECS = ("av1", "learned")
 MAX_SIDE = 32768
 MAX_PIXELS = 1 << 28  # 268 Mpx: 16384 x 16384
@@ -138,6 +140,9 @@ class Bitstream:
     quality_code: int
     streams: tuple[bytes, ...]
     prompt: str | None = None
+    # False: the encoder measured that the fidelity decoder loses to plain bicubic on this image, so the
+    # file asks for bicubic (files before version 3 always use the decoder)
+    fidelity: bool = True
     nbytes: int = field(default=0, compare=False)  # file size once packed or parsed
 
     @property
@@ -171,6 +176,7 @@ class Bitstream:
             "bytes": self.nbytes,
             "bpp": self.bpp,
             "model_fingerprint": self.fingerprint.hex(),
+            "upsampling": "fidelity decoder" if self.fidelity else "bicubic (the decoder lost on this image)",
             "prompt": self.prompt,
         }
 
@@ -182,8 +188,15 @@ def _validate_size(height: int, width: int, exc: type[Exception]) -> None:
         raise exc(f"image size {width}x{height} exceeds the limit of {MAX_PIXELS} pixels")
 
 
-def pack(bs: Bitstream) -> bytes:
-    """Serialize a :class:`Bitstream`; raises ValueError for values the format cannot hold."""
+def pack(bs: Bitstream, version: int = VERSION) -> bytes:
+    """Serialize a :class:`Bitstream`; raises ValueError for values the format cannot hold.
+
+    ``version=2`` writes the previous layout (for readers older than version 3), which has no fidelity
+    flag: files whose flag asks for bicubic cannot be written in it."""
+    if version not in (2, VERSION):
+        raise ValueError(f"can write format versions 2 and {VERSION}, not {version}")
+    if version < 3 and not bs.fidelity:
+        raise ValueError("format version 2 has no fidelity flag: this file needs version 3")
     if bs.codec not in CODECS:
         raise ValueError(f"unknown codec {bs.codec!r}; known: {', '.join(CODECS)}")
     if not 1 <= len(bs.streams) <= 4:
@@ -196,11 +209,12 @@ def pack(bs: Bitstream) -> bytes:
     if not 0 <= bs.quality_code <= QUALITY_STEPS:
         raise ValueError(f"quality code {bs.quality_code} out of range")
     has_prompt = bs.prompt is not None and bs.prompt != ""
-    flags = (VERSION << 5) | (CODECS.index(bs.codec) << 3) | (int(has_prompt) << 2) | (len(bs.streams) - 1)
+    flags = (version << 5) | (CODECS.index(bs.codec) << 3) | (int(has_prompt) << 2) | (len(bs.streams) - 1)
     out = bytearray(MAGIC)
     out.append(flags)
     out += bs.fingerprint
-    out += varint(bs.height) + varint(bs.width) + varint(bs.scale_code)
+    scale_field = bs.scale_code << 1 | (not bs.fidelity) if version >= 3 else bs.scale_code
+    out += varint(bs.height) + varint(bs.width) + varint(scale_field)
     out.append(bs.quality_code)
     for s in bs.streams[:-1]:
         out += varint(len(s))
@@ -259,7 +273,11 @@ def parse(data: bytes) -> Bitstream:
         _validate_size(height, width, BitstreamError)
     except BitstreamError as e:
         raise BitstreamError(f"invalid file: {e}") from None
-    scale_code = r.varint("scale code", quantize_scale(MAX_SCALE))
+    if version >= 3:
+        word = r.varint("scale code", quantize_scale(MAX_SCALE) << 1 | 1)
+        scale_code, fidelity = word >> 1, not word & 1
+    else:
+        scale_code, fidelity = r.varint("scale code", quantize_scale(MAX_SCALE)), True
     (quality_code,) = r.take(1, "quality code")
     if quality_code > QUALITY_STEPS:
         raise BitstreamError(f"invalid file: quality code {quality_code} out of range")
@@ -295,5 +313,6 @@ def parse(data: bytes) -> Bitstream:
         quality_code=quality_code,
         streams=tuple(streams),
         prompt=prompt,
+        fidelity=fidelity,
         nbytes=len(data),
     )

@@ -112,6 +112,7 @@ def cmd_info(a: argparse.Namespace) -> None:
     print(f"  bytes     {info['bytes']}")
     print(f"  bpp       {info['bpp']:.5f}")
     print(f"  model     {info['model_fingerprint']}")
+    print(f"  upsample  {info['upsampling']}")
     print(f"  prompt    {info['prompt']!r}")
 
 

@@ -144,6 +144,8 @@ class Encoded:
     data: bytes
     bitstream: Bitstream
     lowres: LowresCode
+    # rate control's measure on a sample of the image: the fidelity decoder's MSE over plain bicubic's
+    decoder_ratio: float | None = None
 
 
 DOWNSAMPLE_TILE = 512  # low-res pixels per tile side for the downsampler's refinement network
@@ -208,10 +210,12 @@ def encode_at(
 
 
 def reconstruct(model: ASSRModel, bs: Bitstream, lowres: LowresCode, size: tuple[int, int] | None = None):
-    """Fidelity-decode a low-res reconstruction to ``size`` (default: the original size)."""
+    """Fidelity-decode a low-res reconstruction to ``size`` (default: the original size); plain bicubic
+    where the file says the decoder loses on it (``Bitstream.fidelity``)."""
     size = size or (bs.height, bs.width)
+    sr = model.sr[bs.codec]
     with torch.inference_mode():
-        return model.sr[bs.codec](lowres.x_hat, size, bs.codec, bs.scale, bs.quality, lowres.uncertainty).sample
+        return sr(lowres.x_hat, size, bs.codec, bs.scale, bs.quality, lowres.uncertainty, residual=bs.fidelity).sample
 
 
 def compress(
@@ -307,7 +311,8 @@ def decompress(
         for y0 in range(0, H, tile):
             for x0 in range(0, W, tile):
                 y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
-                out[y0:y1, x0:x1] = to_uint8(sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1)))
+                tile_out = sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1), residual=bs.fidelity)
+                out[y0:y1, x0:x1] = to_uint8(tile_out)
     return out
 
 

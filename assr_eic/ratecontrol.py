@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from .bitstream import MAX_SCALE, MIN_SCALE, dequantize_scale, lowres_size, quantize_scale
+from .bitstream import MAX_SCALE, MIN_SCALE, dequantize_scale, lowres_size, pack, parse, quantize_scale
 from .codec.av1 import quantizer_from_quality
 from .codec.base import Effort, LowresCode
 from .model import ASSRModel
@@ -214,9 +214,25 @@ def sampled_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Te
     return _psnr(se, count)
 
 
+def _decoder_ratio(
+    model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor, up: torch.Tensor | None = None
+) -> float:
+    """The fidelity decoder's squared error over plain bicubic's on the :data:`GAIN_SAMPLE` tiles
+    (below 1: the decoder wins), measured once per candidate and kept on it."""
+    if enc.decoder_ratio is None:
+        up = resize(lowres.x_hat, x.shape[-2:]) if up is None else up
+        se_dec = se_up = 0.0
+        for (y0, y1, x0, x1), y in _decoded_tiles(model, enc, lowres, _sample_boxes(*x.shape[-2:], area=GAIN_SAMPLE)):
+            ref = x[..., y0:y1, x0:x1]
+            se_dec, se_up = se_dec + _sq_err(y, ref), se_up + _sq_err(up[..., y0:y1, x0:x1], ref)
+        enc.decoder_ratio = se_dec / max(se_up, 1e-12)
+    return enc.decoder_ratio
+
+
 def candidate_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor, decoder: bool = True) -> float:
     """Whole-image PSNR of a candidate, for ranking: upsampled by plain bicubic, plus (``decoder``) the
-    fidelity decoder's gain over bicubic measured on a fixed sample of tiles (:data:`GAIN_SAMPLE`).
+    fidelity decoder's gain over bicubic measured on a fixed sample of tiles (:data:`GAIN_SAMPLE`), or
+    nothing where the decoder loses (the file then asks for bicubic, see :func:`_finish`).
 
     An estimate: where the sampled tiles hold more detail than the rest it sits above the decoded
     image's PSNR (up to 0.8 dB seen), but alike for every candidate of one image. Checked against
@@ -230,11 +246,7 @@ def candidate_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.
     up = resize(lowres.x_hat, (H, W))
     se = _sq_err(up, x)
     if decoder:
-        se_dec = se_up = 0.0
-        for (y0, y1, x0, x1), y in _decoded_tiles(model, enc, lowres, _sample_boxes(H, W, area=GAIN_SAMPLE)):
-            ref = x[..., y0:y1, x0:x1]
-            se_dec, se_up = se_dec + _sq_err(y, ref), se_up + _sq_err(up[..., y0:y1, x0:x1], ref)
-        se *= se_dec / max(se_up, 1e-12)
+        se *= min(_decoder_ratio(model, enc, lowres, x, up), 1.0)
     return _psnr(se, x.numel())
 
 
@@ -367,7 +379,12 @@ def _lowres_of(model: ASSRModel, e: Encoded) -> LowresCode:
 def _finish(
     model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int
 ) -> Encoded:
-    _lowres_of(model, e)
+    """The chosen file, decoded once, and flagged for plain bicubic where the fidelity decoder loses on the
+    sample (images up to :data:`FULL_EVAL_PIXELS`; larger ones always use the decoder)."""
+    lowres = _lowres_of(model, e)
+    if x.shape[-2] * x.shape[-1] <= FULL_EVAL_PIXELS and _decoder_ratio(model, e, lowres, x) > 1:
+        data = pack(replace(e.bitstream, fidelity=False))  # same size: the flag is the scale field's low bit
+        e = Encoded(data, parse(data), lowres, e.decoder_ratio)
     if progress:
         progress(total, total)
     return e

@@ -82,10 +82,12 @@ class SRDecoder(ConfigModule):
         emb: torch.Tensor,
         size: tuple[int, int],
         box: tuple[int, int, int, int],
+        residual: bool = True,
     ) -> torch.Tensor:
         """Output pixels rows y0:y1, cols x0:x1 of the full ``size`` output (unclamped).
 
         Every output pixel depends only on its own low-res neighbourhood, so tiles need no halo.
+        ``residual=False`` gives the plain bicubic image the residual is added to (the trunk is skipped).
         """
         H, W = size
         h, w = x.shape[-2:]
@@ -95,12 +97,14 @@ class SRDecoder(ConfigModule):
         ly0, ly1 = max(0, math.floor(uy[0].item()) - m), min(h, math.ceil(uy[-1].item()) + m + 1)
         lx0, lx1 = max(0, math.floor(ux[0].item()) - m), min(w, math.ceil(ux[-1].item()) + m + 1)
         xc = x[..., ly0:ly1, lx0:lx1]
-        g = self.features(xc, uncertainty[..., ly0:ly1, lx0:lx1], emb)
         dev = x.device
         gy = ((uy - ly0 + 0.5) / (ly1 - ly0) * 2 - 1).float().to(dev)
         gx = ((ux - lx0 + 0.5) / (lx1 - lx0) * 2 - 1).float().to(dev)
         grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None].expand(x.shape[0], -1, -1, -1)
         base = nn.functional.grid_sample(xc, grid, mode="bicubic", padding_mode="border", align_corners=False)
+        if not residual:
+            return base
+        g = self.features(xc, uncertainty[..., ly0:ly1, lx0:lx1], emb)
         hid = nn.functional.grid_sample(g, grid, mode="bilinear", padding_mode="border", align_corners=False)
         py, px = (2 * math.pi * uy).float().to(dev), (2 * math.pi * ux).float().to(dev)
         # phase term: rank-2 per axis, so it is computed as row and column vectors and broadcast
@@ -120,8 +124,10 @@ class SRDecoder(ConfigModule):
         q: float | torch.Tensor,
         uncertainty: torch.Tensor | None = None,
         tile: int = 512,
+        residual: bool = True,
     ) -> SROutput:
-        """Upsample (B, 3, h, w) in [0, 1] to ``size`` = (H, W), any size >= 1x1, in output tiles."""
+        """Upsample (B, 3, h, w) in [0, 1] to ``size`` = (H, W), any size >= 1x1, in output tiles
+        (``residual=False``: plain bicubic, see :meth:`render_tile`)."""
         H, W = size
         if uncertainty is None:
             uncertainty = torch.zeros_like(x[:, :1])
@@ -130,5 +136,5 @@ class SRDecoder(ConfigModule):
         for y0 in range(0, H, tile):
             for x0 in range(0, W, tile):
                 y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
-                out[..., y0:y1, x0:x1] = self.render_tile(x, uncertainty, emb, size, (y0, y1, x0, x1))
+                out[..., y0:y1, x0:x1] = self.render_tile(x, uncertainty, emb, size, (y0, y1, x0, x1), residual)
         return SROutput(sample=out.clamp_(0, 1))

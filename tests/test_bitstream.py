@@ -102,11 +102,22 @@ class TestMalformed:
         with pytest.raises(BitstreamError, match="version 7"):
             parse(with_crc(bytes(data[:-4])))
 
-    def test_version_1_files_are_read(self):
-        data = bytearray(pack(make()))
-        assert data[2] >> 5 == 2
-        data[2] = (1 << 5) | (data[2] & 0x1F)
-        assert parse(with_crc(bytes(data[:-4]))) == parse(pack(make()))
+    @pytest.mark.parametrize("version", [1, 2])
+    def test_older_versions_are_read(self, version):
+        """Versions 1 and 2 store the scale code as it is (no fidelity flag): they always use the decoder."""
+        data = bytearray(pack(make(), version=2))
+        assert data[2] >> 5 == 2 and pack(make())[2] >> 5 == 3
+        data[2] = (version << 5) | (data[2] & 0x1F)
+        old = parse(with_crc(bytes(data[:-4])))
+        assert old == parse(pack(make())) and old.fidelity
+
+    @pytest.mark.parametrize("scale", [1.0, 1.5, 2.99, 3.0, 8.0])
+    def test_fidelity_flag_round_trips_at_the_same_size(self, scale):
+        on, off = make(scale_code=quantize_scale(scale)), make(scale_code=quantize_scale(scale), fidelity=False)
+        assert parse(pack(on)).fidelity and not parse(pack(off)).fidelity
+        assert parse(pack(off)) == off and len(pack(on)) == len(pack(off))
+        with pytest.raises(ValueError, match="version 2 has no fidelity flag"):
+            pack(off, version=2)
 
     @pytest.mark.parametrize("cut", [1, 2, 3, 6, 10, 20, -1])
     def test_truncated(self, cut):

@@ -41,6 +41,8 @@ def test_compress_info_decompress(tmp_path, png, model_path, photo):
     assert info["bpp"] == out.stat().st_size * 8 / (512 * 384)
     text = run("info", str(out)).stdout
     assert "512x384" in text and info["model_fingerprint"] in text
+    # the random test model's decoder loses to bicubic, which the file records and info reports
+    assert info["upsampling"].startswith("bicubic") and "upsample  bicubic" in text
     dec = tmp_path / "a.png"
     run("decompress", str(out), "-o", str(dec), "--model", model_path)
     img = np.asarray(Image.open(dec))
