@@ -470,16 +470,14 @@ GOAL_CODECS = ("avif", "webp", "jpeg")  # the classical codecs issue 3's quality
 
 
 def _envelope_of(rows: list[dict], codecs: tuple[str, ...]) -> dict[tuple[str, float], tuple[dict, dict]]:
-    """(image, target) -> (best-PSNR row, best-MS-SSIM row) over ``codecs`` at every scale."""
-    out: dict[tuple[str, float], tuple[dict, dict]] = {}
+    """(image, target) -> (best-PSNR row, best-MS-SSIM row) over ``codecs`` at every scale, chosen as
+    :func:`derive_classical` chooses the envelope rows."""
+    groups: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         codec, _, scale = r["method"].partition("@")
-        if codec not in codecs or scale in ("", "best") or r.get("psnr") is None:
-            continue
-        key = (r["image"], r["target_bpp"])
-        p, m = out.get(key, (r, r))
-        out[key] = (r if r["psnr"] > p["psnr"] else p, r if r["ms_ssim"] > m["ms_ssim"] else m)
-    return out
+        if codec in codecs and scale not in ("", "best") and r.get("psnr") is not None:
+            groups.setdefault((r["image"], r["target_bpp"]), []).append(r)
+    return {k: (max(v, key=lambda r: r["psnr"]), max(v, key=lambda r: r["ms_ssim"])) for k, v in groups.items()}
 
 
 def goal_check(

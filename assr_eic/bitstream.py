@@ -1,16 +1,17 @@
-"""The ``.assr`` container, format version 2: pack, parse, validate.
+"""The ``.assr`` container, format version 3: pack, parse, validate.
 
 Every byte counts at extreme rates (a 768x512 image at 0.01 bpp is 491 bytes in all), so the header
 uses varints and quantized floats. Layout, byte by byte::
 
     offset  size  field
     0       2     magic b"\\xa5E" (0xA5 0x45)
-    2       1     bits 7..5 format version (2; 1 is read too); bits 4..3 base codec id (0 av1, 1 learned);
+    2       1     bits 7..5 format version (3; 1 and 2 are read too); bits 4..3 base codec id (0 av1, 1 learned);
                   bit 2 prompt present; bits 1..0 stream count - 1
     3       3     model fingerprint: first 3 bytes of the SHA-256 of the weights that wrote the file
     6       v     original height H   (unsigned LEB128 varint, 1 <= H <= MAX_SIDE)
     .       v     original width W    (varint, 1 <= W <= MAX_SIDE, H * W <= MAX_PIXELS)
-    .       v     scale code c_s      (varint, s = 1 + c_s / 64, 1 <= s <= 8, so c_s <= 448)
+    .       v     2 * c_s + b         (varint; versions 1 and 2: c_s alone) scale code c_s: s = 1 + c_s / 64,
+                  1 <= s <= 8, so c_s <= 448; fidelity flag b: 1 = plain bicubic, not the decoder
     .       1     quality code c_q    (q = c_q / 255)
     .       v*    lengths of all streams but the last (varints; the last runs to the prompt or CRC)
     .       v     only if the prompt bit is set: (len << 1) | deflated, then len bytes of UTF-8

@@ -221,3 +221,21 @@ def test_goal_check_compares_image_by_image():
     assert g["0.02"]["met"] is False  # 0.85 dB < 1 dB
     rows[2]["psnr"] = 20.5
     assert bench.goal_check(rows, [0.02])["0.02"]["met"] is True
+
+
+def test_goal_check_against_named_codecs_only():
+    """With ``codecs`` the envelope is the best of those codecs at any scale, per metric, per image."""
+
+    def row(method, image, psnr, ms):
+        return {"method": method, "image": image, "target_bpp": 0.1, "psnr": psnr, "ms_ssim": ms}
+
+    rows = [
+        row("ours-av1", "a", 26.0, 0.90), row("best-classical", "a", 25.5, 0.89),
+        row("heic@1", "a", 25.5, 0.89), row("webp@1.5", "a", 24.6, 0.85), row("webp@2", "a", 24.8, 0.84),
+        row("webp@best", "a", 30.0, 0.99),  # a derived row, never part of the envelope
+    ]  # fmt: skip
+    all_five = bench.goal_check(rows, [0.1])["0.1"]
+    named = bench.goal_check(rows, [0.1], codecs=("webp", "jpeg"))["0.1"]
+    assert all_five["psnr_gain_db"] == pytest.approx(0.5) and not all_five["met"]
+    assert named["psnr_gain_db"] == pytest.approx(1.2) and named["ms_ssim_gain"] == pytest.approx(0.05)
+    assert named["met"]
