@@ -615,15 +615,20 @@ def speed_worker(method: str, image_path: str, bpp: float, model_path: str | Non
     return res
 
 
-def run_speed(img: np.ndarray, methods: list[str], bpp: float, model_path: str | None) -> list[dict]:
-    """One fresh subprocess per method on ``img`` upscaled by 1.5 and cropped to ``SPEED_SIZE`` (768x512)."""
+def speed_image(img: np.ndarray):
+    """The speed runs' image: ``img`` upscaled by :data:`SPEED_UPSCALE`, the middle ``SPEED_SIZE`` (a PIL image)."""
     from PIL import Image
 
     H, W = img.shape[:2]
     big = Image.fromarray(img).resize((round(W * SPEED_UPSCALE), round(H * SPEED_UPSCALE)), Image.Resampling.BICUBIC)
     w, h = SPEED_SIZE  # 768x576 -> the middle 768x512
     left, top = (big.width - w) // 2, (big.height - h) // 2
-    big = big.crop((left, top, left + w, top + h))
+    return big.crop((left, top, left + w, top + h))
+
+
+def run_speed(img: np.ndarray, methods: list[str], bpp: float, model_path: str | None) -> list[dict]:
+    """One fresh subprocess per method on ``img`` upscaled by 1.5 and cropped to ``SPEED_SIZE`` (768x512)."""
+    big = speed_image(img)
     out = []
     with tempfile.TemporaryDirectory(prefix="assr-bench-") as tmp:
         path = Path(tmp) / "speed.png"

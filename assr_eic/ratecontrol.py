@@ -12,17 +12,22 @@ target); the best score wins.
 
 A codec with a draft mode (``av1``: libaom at its fastest speed, about 45x faster than the final
 encode) runs that search on drafts, ranked by bicubic PSNR alone, then fits the quality of the final
-encoder at the scales of the two best drafts, starting from each draft's level (1-3 final encodes
-each), and keeps the better final file by the full score. Measured on Kodak: the earlier ranking, the
-decoder on a fixed quarter of the image, missed the best scale by up to 0.9 dB. Where the low-res image
-is small next to the image (the lowest rates) final encodes cost little, so there the search spends more:
-the codec's slower "fine" effort, and a third final at the scale between the two best finals.
+encoder at the scales of the two best drafts, starting from each draft's level, and keeps the better
+final file by the full score. The two final fits run side by side in threads; where the first final
+encode misses the window, the next guess is the level whose draft size, times the final/draft size
+ratio just measured on this image, is nearest the target (1-3 final encodes each). A second draft
+more than :data:`FINAL_GAP_DB` behind gets no final where its low-res image is large. Measured on
+Kodak: the earlier ranking, the decoder on a fixed quarter of the image, missed the best scale by up to
+0.9 dB. Where the low-res image is small next to the image (the lowest rates) final encodes cost
+little, so there the search spends more: the codec's slower "fine" effort, and a third final at the
+scale between the two best finals.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import torch
@@ -46,6 +51,11 @@ FINE_FRACTION = 1 / 16
 # Together on the Kodak crops: +0.10 dB at 0.01 bpp, +0.08 at 0.02 (rate-normalised, never worse)
 REFINE_FRACTION = 1 / 8
 FINAL_CANDIDATES = 2  # best drafts re-encoded by the final encoder, then compared
+FINAL_THREADS = 2  # the first final fits run side by side (libaom releases the GIL)
+# a draft this far (dB of score) behind the best one gets no final encode unless its low-res image is
+# small (REFINE_FRACTION): on 17 training photos at 768x512 and 0.05-0.3 bpp, the second final never won
+# from behind 0.4 dB (11 of 68 searches; it won by up to 0.44 dB from 0.35 dB behind)
+FINAL_GAP_DB = 0.4
 # dB of PSNR per unit of ln(bytes) near these rates (Kodak crops, 0.02-0.2 bpp: 2.4-3.1): candidates land
 # anywhere in the +-10% window, a spread worth +-0.26 dB, as much as the differences between scales
 RD_SLOPE_DB = 2.7
@@ -90,16 +100,19 @@ class _Search:
 
     def __init__(
         self, model: ASSRModel, x: torch.Tensor, codec: str, prompt: str | None, lo: float, hi: float,
-        draft: bool = False, lowres: dict[int, torch.Tensor] | None = None,
+        draft: bool = False, drafts: _Search | None = None,
     ):  # fmt: skip
+        """``draft``: encode with the codec's draft effort. ``drafts``: the draft search of the same image,
+        whose low-res images this one shares and whose sizes predict this one's (:meth:`calibrated_level`)."""
         self.model, self.x, self.codec, self.prompt, self.draft = model, x, codec, prompt, draft
+        self.drafts = drafts
         self.pixels = x.shape[-2] * x.shape[-1]
         self.lo, self.hi = lo, hi
         self.target = (lo + hi) / 2
         self.levels = quality_levels(codec)
-        self.fingerprint = model.fingerprint
+        self.fingerprint = drafts.fingerprint if drafts else model.fingerprint  # hashes every weight
         self.cache: dict[tuple[int, int], Encoded] = {}
-        self.lowres: dict[int, torch.Tensor] = {} if lowres is None else lowres  # shared by draft and final
+        self.lowres: dict[int, torch.Tensor] = drafts.lowres if drafts else {}
         self.slope = LOG_BYTES_PER_LEVEL[codec]
 
     def enc(self, sc: int, qi: int) -> Encoded:
@@ -141,7 +154,9 @@ class _Search:
                 above = min(above, g)
             if above - below <= 1:
                 break
-            if below >= 0 and above < n:  # both sides known: interpolate log(bytes)
+            if self.drafts is not None:  # this image's final/draft size ratio, from the encode just made
+                g = self.drafts.calibrated_level(sc, g, size / self.drafts.size(sc, g), below, above, self.target)
+            elif below >= 0 and above < n:  # both sides known: interpolate log(bytes)
                 a, b = math.log(self.size(sc, below)), math.log(self.size(sc, above))
                 t = (math.log(self.target) - a) / max(b - a, 1e-9)
                 g = below + round(t * (above - below))
@@ -151,6 +166,28 @@ class _Search:
         if below < 0 or above >= n:
             return None  # even the coarsest level is too big, or the finest too small, at this scale
         return self.nudge_scale(sc, above)
+
+    def calibrated_level(self, sc: int, g: int, ratio: float, below: int, above: int, target: float) -> int:
+        """The level between ``below`` and ``above`` (exclusive) whose size here times ``ratio`` comes
+        nearest ``target``, walking from level ``g`` (an encode here costs little: drafts).
+
+        The final/draft size ratio varies from image to image (0.7-1.3 at 768x512) but hardly between
+        the scales and levels of one image, so one final encode calibrates the next guess: on training
+        photos the fixed slope needed 2-7 final encodes per search at 0.05-0.3 bpp.
+        """
+        up = self.size(sc, g) * ratio < target
+        step = 1 if up else -1
+        h = g
+        while below < h + step < above:
+            h += step
+            if (self.size(sc, h) * ratio >= target) == up:  # crossed the target: the nearer side
+                prev = h - step
+                if prev != g and abs(math.log(self.size(sc, prev) * ratio / target)) < abs(
+                    math.log(self.size(sc, h) * ratio / target)
+                ):
+                    return prev
+                return h
+        return h
 
     def nudge_scale(self, sc: int, qi: int) -> tuple[int, int] | None:
         """Level ``qi`` overshoots at ``sc``: coarsen s (bytes ~ 1/s**2) until the file fits."""
@@ -285,7 +322,7 @@ def search(
     lo, hi = (1 - tolerance) * target, (1 + tolerance) * target
     has_draft = model.codec(codec).has_draft
     st = _Search(model, x, codec, prompt, lo, hi, draft=has_draft)
-    fin = _Search(model, x, codec, prompt, lo, hi, lowres=st.lowres) if has_draft else st
+    fin = _Search(model, x, codec, prompt, lo, hi, drafts=st) if has_draft else st
     n = len(st.levels)
     top = quantize_scale(MAX_SCALE)
     smallest = st.size(top, 0)
@@ -342,27 +379,46 @@ def search(
 def _best_final(model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Candidate], target: float):
     """The final encoder fitted at the best drafts' scales (from each draft's level) and, where the
     low-res image is small, at the scale between the two best finals; the best file by :func:`score`.
-    None when no final encode lands in the window."""
-    hits: list[tuple[int, int]] = []
-    for c in ranked:
-        hit = fin.fit_level(c.scale_code, c.level)
-        if hit is not None and hit not in hits:
-            hits.append(hit)
-        if len(hits) == FINAL_CANDIDATES:
-            break
-    if len(hits) < 2:
-        return fin.enc(*hits[0]) if hits else None
+    None when no final encode lands in the window.
+
+    The first :data:`FINAL_CANDIDATES` fits run side by side in threads: on 2 cores two libaom encodes
+    at once take about 85% of the time of one after the other. A draft :data:`FINAL_GAP_DB` behind the
+    best is not tried where its low-res image is large (its final encode costs the most there).
+    """
 
     def final_score(hit: tuple[int, int]) -> float:
         e = fin.enc(*hit)
         return score(candidate_psnr(model, e, _lowres_of(model, e), x), len(e.data), target)
 
-    finals = sorted(((final_score(h), h) for h in hits), reverse=True)
+    # only the encodes run in threads: scoring in them too (torch beside libaom on 2 cores) made whole
+    # searches slower than none at all
+    def worth_a_final(c: Candidate) -> bool:
+        small = math.prod(lowres_size(*x.shape[-2:], c.scale_code)) <= REFINE_FRACTION * fin.pixels
+        return small or c.score > ranked[0].score - FINAL_GAP_DB
+
+    tries = [c for c in ranked if worth_a_final(c)][:FINAL_CANDIDATES]
+    with ThreadPoolExecutor(FINAL_THREADS) as pool:
+        first = list(pool.map(lambda c: fin.fit_level(c.scale_code, c.level), tries))
+    scored: dict[tuple[int, int], float] = {}
+    for hit in first:
+        if hit is not None and hit not in scored:
+            scored[hit] = final_score(hit)
+    for c in ranked:  # a fit missed the window or two coincided: the next drafts in turn
+        if len(scored) >= len(tries):
+            break
+        if c in tries:
+            continue
+        hit = fin.fit_level(c.scale_code, c.level)
+        if hit is not None and hit not in scored:
+            scored[hit] = final_score(hit)
+    if len(scored) < 2:
+        return fin.enc(*next(iter(scored))) if scored else None
+    finals = sorted(((sc, h) for h, sc in scored.items()), reverse=True)
     (_, (a, qa)), (_, (b, qb)) = finals[:2]
     mid = quantize_scale(math.sqrt(dequantize_scale(a) * dequantize_scale(b)))
     if mid not in (a, b) and math.prod(lowres_size(*x.shape[-2:], mid)) <= REFINE_FRACTION * fin.pixels:
         hit = fin.fit_level(mid, (qa + qb) // 2)
-        if hit is not None and hit not in hits:
+        if hit is not None and hit not in scored:
             finals.append((final_score(hit), hit))
     return fin.enc(*max(finals)[1])
 

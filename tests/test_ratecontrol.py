@@ -184,3 +184,66 @@ def test_file_asks_for_bicubic_where_the_decoder_loses(photo, kind):
     dec = decode(data if kind == "gradients" else flipped, model=model)  # the bicubic one
     assert np.array_equal(to_uint8(dec.image), decompress(data if kind == "gradients" else flipped, model=model))
     assert (dec.image - resize(dec.lowres.x_hat, img.shape[:2]).clamp(0, 1)).abs().max() < 2e-3
+
+
+def _searches(model, photo, target_bpp: float):
+    """A draft search and the final search calibrated on it, as :func:`search` builds them."""
+    from assr_eic.pipeline import to_tensor
+    from assr_eic.ratecontrol import _Search
+
+    x = to_tensor(photo)
+    target = target_bpp * x.shape[-2] * x.shape[-1] / 8
+    st = _Search(model, x, "av1", None, 0.9 * target, 1.1 * target, draft=True)
+    return x, st, _Search(model, x, "av1", None, 0.9 * target, 1.1 * target, drafts=st)
+
+
+@pytest.mark.parametrize("ratio", [0.7, 1.0, 1.3])
+def test_calibrated_level_is_the_nearest_prediction(model, photo, ratio):
+    """Between the bracket's levels, the level whose draft size times the final/draft ratio comes
+    nearest the target (in log bytes), checked against every level's real draft encode."""
+    _, st, _ = _searches(model, photo, 0.1)
+    sc = quantize_scale(1.5)
+    below, above = 5, 40
+    got = st.calibrated_level(sc, 22, ratio, below, above, st.target)
+    errs = {h: abs(math.log(st.size(sc, h) * ratio / st.target)) for h in range(below + 1, above)}
+    assert errs[got] <= min(errs.values()) + 0.05  # draft sizes are nearly monotonic: the walk stops at the crossing
+    assert below < got < above
+
+
+@pytest.mark.parametrize("start", [0, 40])
+def test_final_fit_lands_in_the_window_calibrated_on_its_own_misses(model, photo, start):
+    """A final fit started far off the window (it holds levels 6-7 here) lands in it, using the drafts'
+    sizes scaled by the final/draft ratio of the encode that missed: 3 final encodes, where the fixed
+    slope and interpolation of the draft search need 4."""
+    _, st, fin = _searches(model, photo, 0.1)
+    hit = fin.fit_level(quantize_scale(1.25), start)
+    assert hit is not None and fin.fits(fin.size(*hit))
+    assert len(fin.cache) <= 3
+
+
+@pytest.mark.parametrize("gap", [0.1, 1.0])
+def test_a_draft_far_behind_gets_no_final_where_its_lowres_is_large(model, photo, gap):
+    """Of two drafts at large low-res images, the second gets a final encode only within FINAL_GAP_DB of
+    the best; the kept file is the best final either way."""
+    from assr_eic.ratecontrol import FINAL_GAP_DB, Candidate, _best_final
+
+    x, st, fin = _searches(model, photo, 0.1)
+    ranked = []
+    for s, score in ((1.0, 30.0), (1.25, 30.0 - gap)):
+        sc = quantize_scale(s)
+        hit = st.fit_level(sc, len(st.levels) // 2)
+        assert hit is not None
+        ranked.append(Candidate(st.enc(*hit), score, *hit))
+    chosen = _best_final(model, x, fin, ranked, st.target)
+    scales = {sc for sc, _ in fin.cache}
+    assert scales == ({ranked[0].scale_code} if gap > FINAL_GAP_DB else {c.scale_code for c in ranked})
+    assert chosen is not None and fin.fits(len(chosen.data))
+
+
+def test_parallel_finals_write_the_same_file(model, photo, monkeypatch):
+    """The final fits run side by side in threads; the file is byte for byte the one-thread file."""
+    import assr_eic.ratecontrol as rc
+
+    two = compress(photo, target_bpp=0.1, codec="av1", model=model)
+    monkeypatch.setattr(rc, "FINAL_THREADS", 1)
+    assert compress(photo, target_bpp=0.1, codec="av1", model=model) == two

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--quantizers", default="1-63", help="av1: AV1 quantizers of the training pairs, FINEST-COARSEST (1-63 all)"
     )
+    p.add_argument("--val-groups", type=int, default=12, help="av1: validation groups of 4 pairs (256 px crops)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train(model, train_imgs, val_imgs, workdir, a.minutes, a.steps, a.batch, a.crop, lr=a.lr,
                        seed=a.seed, workers=a.workers, train_files=train_files, keep=a.keep,
-                       quantizers=_range(a.quantizers))  # fmt: skip
+                       quantizers=_range(a.quantizers), val_groups=a.val_groups)  # fmt: skip
     else:
         from .learned import train
 
