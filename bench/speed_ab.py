@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     bpps = [float(v) for v in a.bpp.split(",")]
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", a.baseline], capture_output=True,
                          text=True, check=True).stdout.strip()  # fmt: skip
-    result: dict = {"bpp": bpps, "reps": a.reps, "baseline": {"label": rev}, "current": {"label": "working tree"}}
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    current = f"{head.stdout.strip()}{' + uncommitted changes' if dirty else ''}"
+    result: dict = {"bpp": bpps, "reps": a.reps, "baseline": {"label": rev}, "current": {"label": current}}
     with tempfile.TemporaryDirectory(prefix="assr-speed-ab-") as tmp:
         base = Path(tmp) / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), rev], check=True)
