@@ -62,6 +62,21 @@ def test_training_learns_a_fixed_group_then_resumes_and_keeps_best(photos, tmp_p
     assert [e["steps"] for e in events if e.get("event") == "done"] == [150, 170]
 
 
+def test_keep_best_exports_the_start_when_training_only_hurts(photos, tmp_path):
+    """A fine-tune that never beats its starting weights (here a learning rate that wrecks them) exports
+    the start under keep="best", scored on the requested number of validation groups."""
+    torch.manual_seed(0)
+    model = ASSRModel()
+    start = {k: v.clone() for k, v in model.sr["av1"].state_dict().items()}
+    r = sr_av1.train(model, photos, photos, tmp_path, minutes=None, steps=4, batch=2, crop=64, pool=1,
+                     refresh=0, lr=5.0, seed=2, keep="best", val_groups=2)  # fmt: skip
+    assert r["exported"] == "best" and r["exported_step"] == 0
+    assert r["val_psnr"] < r["exported_val_psnr"]  # the last weights score worse than the start
+    assert all(torch.equal(v, start[k]) for k, v in model.sr["av1"].state_dict().items())
+    first = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert first["event"] == "start" and first["val_psnr"] == r["exported_val_psnr"]
+
+
 def test_worker_processes_make_pairs(photos, tmp_path):
     files = []
     for i, p in enumerate(photos):
