@@ -390,24 +390,22 @@ def _best_final(model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Ca
         e = fin.enc(*hit)
         return score(candidate_psnr(model, e, _lowres_of(model, e), x), len(e.data), target)
 
-    # only the encodes run in threads: scoring in them too (torch beside libaom on 2 cores) made whole
-    # searches slower than none at all
     def worth_a_final(c: Candidate) -> bool:
         small = math.prod(lowres_size(*x.shape[-2:], c.scale_code)) <= REFINE_FRACTION * fin.pixels
         return small or c.score > ranked[0].score - FINAL_GAP_DB
 
     tries = [c for c in ranked if worth_a_final(c)][:FINAL_CANDIDATES]
+    # only the encodes run in threads: scoring in them too (torch beside libaom on 2 cores) made whole
+    # searches slower than none at all
     with ThreadPoolExecutor(FINAL_THREADS) as pool:
         first = list(pool.map(lambda c: fin.fit_level(c.scale_code, c.level), tries))
     scored: dict[tuple[int, int], float] = {}
     for hit in first:
         if hit is not None and hit not in scored:
             scored[hit] = final_score(hit)
-    for c in ranked:  # a fit missed the window or two coincided: the next drafts in turn
+    for c in (c for c in ranked if all(c is not t for t in tries)):  # a fit missed or two coincided
         if len(scored) >= len(tries):
             break
-        if c in tries:
-            continue
         hit = fin.fit_level(c.scale_code, c.level)
         if hit is not None and hit not in scored:
             scored[hit] = final_score(hit)
