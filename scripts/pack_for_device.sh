@@ -3,7 +3,7 @@
 # trained): the PyAV and Pillow wheels (PyAV's dav1d decodes AV1; Pillow's AVIF writer, libaom, encodes
 # it, and the machine's own Pillow may lack AVIF), CompressAI's Python code (its compiled coder has no build for that machine's
 # Python; training needs only the entropy models' likelihoods, so small stand-ins raise if coding is
-# attempted), and the training photos as JPEG quality 95 (4:4:4) to fit the 64 MiB transfer.
+# attempted), and the training photos as JPEG quality 91 (4:4:4, 13 MB) to fit the 64 MiB transfer.
 # Then, on the machine:  pip install --target /tmp/site .gpu/*.whl; PYTHONPATH=/tmp/site:.gpu/site:.
 #   DATA=.gpu/data WORK=$OUT/w MINUTES=6.5 WORKERS=12 bash scripts/train_gpu.sh
 # and finish the learned codec here by rerunning its command (adds the CDF tables; see the model card).
@@ -44,6 +44,6 @@ $py - <<'PY'
 from pathlib import Path
 from PIL import Image
 for p in sorted(Path(".cache/data/train").glob("*.png")):
-    Image.open(p).convert("RGB").save(Path(".gpu/data/train") / (p.stem + ".jpg"), quality=95, subsampling=0)
+    Image.open(p).convert("RGB").save(Path(".gpu/data/train") / (p.stem + ".jpg"), quality=91, subsampling=0)
 PY
 du -sh .gpu
