@@ -175,19 +175,23 @@ class _Search:
         the scales and levels of one image, so one final encode calibrates the next guess: on training
         photos the fixed slope needed 2-7 final encodes per search at 0.05-0.3 bpp.
         """
-        up = self.size(sc, g) * ratio < target
+
+        def log_err(h: int) -> float:  # signed: above the target > 0
+            return math.log(self.size(sc, h) * ratio / target)
+
+        up = log_err(g) < 0
         step = 1 if up else -1
         h = g
         while below < h + step < above:
             h += step
-            if (self.size(sc, h) * ratio >= target) == up:  # crossed the target: the nearer side
+            if (log_err(h) >= 0) == up:  # crossed the target: the nearer side (never g, which missed)
                 prev = h - step
-                if prev != g and abs(math.log(self.size(sc, prev) * ratio / target)) < abs(
-                    math.log(self.size(sc, h) * ratio / target)
-                ):
-                    return prev
-                return h
+                return prev if prev != g and abs(log_err(prev)) < abs(log_err(h)) else h
         return h
+
+    def small(self, sc: int, fraction: float) -> bool:
+        """Whether the low-res image at scale code ``sc`` has at most ``fraction`` of the image's pixels."""
+        return math.prod(lowres_size(*self.x.shape[-2:], sc)) <= fraction * self.pixels
 
     def nudge_scale(self, sc: int, qi: int) -> tuple[int, int] | None:
         """Level ``qi`` overshoots at ``sc``: coarsen s (bytes ~ 1/s**2) until the file fits."""
@@ -390,11 +394,8 @@ def _best_final(model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Ca
         e = fin.enc(*hit)
         return score(candidate_psnr(model, e, _lowres_of(model, e), x), len(e.data), target)
 
-    def worth_a_final(c: Candidate) -> bool:
-        small = math.prod(lowres_size(*x.shape[-2:], c.scale_code)) <= REFINE_FRACTION * fin.pixels
-        return small or c.score > ranked[0].score - FINAL_GAP_DB
-
-    tries = [c for c in ranked if worth_a_final(c)][:FINAL_CANDIDATES]
+    near = ranked[0].score - FINAL_GAP_DB
+    tries = [c for c in ranked if c.score > near or fin.small(c.scale_code, REFINE_FRACTION)][:FINAL_CANDIDATES]
     # only the encodes run in threads: scoring in them too (torch beside libaom on 2 cores) made whole
     # searches slower than none at all
     with ThreadPoolExecutor(FINAL_THREADS) as pool:
@@ -414,7 +415,7 @@ def _best_final(model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Ca
     finals = sorted(((sc, h) for h, sc in scored.items()), reverse=True)
     (_, (a, qa)), (_, (b, qb)) = finals[:2]
     mid = quantize_scale(math.sqrt(dequantize_scale(a) * dequantize_scale(b)))
-    if mid not in (a, b) and math.prod(lowres_size(*x.shape[-2:], mid)) <= REFINE_FRACTION * fin.pixels:
+    if mid not in (a, b) and fin.small(mid, REFINE_FRACTION):
         hit = fin.fit_level(mid, (qa + qb) // 2)
         if hit is not None and hit not in scored:
             finals.append((final_score(hit), hit))
