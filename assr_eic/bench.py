@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .bitstream import FULL_STRENGTH
+
 TARGETS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 QUICK_TARGETS: tuple[float, ...] = (0.01, 0.02, 0.1)
 QUICK_IMAGES = 2
@@ -273,7 +275,8 @@ def run_ours(model, img: np.ndarray, name: str, target: float, codec: str) -> tu
         ms_ssim=ms_ssim(img, rec),
         scale=bs.scale,
         quality=bs.quality,
-        fidelity_decoder=bs.fidelity,
+        fidelity_decoder=bs.strength > 0,
+        decoder_strength=bs.strength,
         encode_ms=(t1 - t0) * 1000,
         decode_ms=(t2 - t1) * 1000,
     )
@@ -571,9 +574,9 @@ def speed_worker(method: str, image_path: str, bpp: float, model_path: str | Non
             res[f"{run}_encode_ms"], res[f"{run}_decode_ms"] = (t1 - t0) * 1000, (t2 - t1) * 1000
         res["bytes"], res["bpp"] = len(data), len(data) * 8 / (H * W)
         bs = parse(data)
-        res["fidelity_decoder"] = bs.fidelity
-        if not bs.fidelity:  # rate control chose bicubic for this file: also time the decoder it skipped
-            forced = pack(replace(bs, fidelity=True))
+        res["fidelity_decoder"], res["decoder_strength"] = bs.strength > 0, bs.strength
+        if bs.strength == 0:  # rate control chose bicubic for this file: also time the decoder it skipped
+            forced = pack(replace(bs, strength=FULL_STRENGTH))
             t = time.perf_counter()
             decompress(forced, model=model)
             res["decode_with_decoder_ms"] = (time.perf_counter() - t) * 1000
@@ -915,6 +918,8 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
                         "; the file asks for bicubic (the decoder lost on this image), decoding it with the "
                         f"decoder takes {_fmt(r.get('decode_with_decoder_ms'), '.0f')} ms"
                     )
+                elif r.get("decoder_strength") not in (None, FULL_STRENGTH):
+                    note += f"; decoder strength {r['decoder_strength']}/{FULL_STRENGTH}"
             elif "scale" in r:
                 note = (
                     f"single encode at q={r['quality']} after downscaling by {r['scale']:g}; finding that quality "

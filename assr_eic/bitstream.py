@@ -1,17 +1,19 @@
-"""The ``.assr`` container, format version 3: pack, parse, validate.
+"""The ``.assr`` container, format version 4: pack, parse, validate.
 
 Every byte counts at extreme rates (a 768x512 image at 0.01 bpp is 491 bytes in all), so the header
 uses varints and quantized floats. Layout, byte by byte::
 
     offset  size  field
     0       2     magic b"\\xa5E" (0xA5 0x45)
-    2       1     bits 7..5 format version (3; 1 and 2 are read too); bits 4..3 base codec id (0 av1, 1 learned);
+    2       1     bits 7..5 format version (4; 1-3 are read too); bits 4..3 base codec id (0 av1, 1 learned);
                   bit 2 prompt present; bits 1..0 stream count - 1
     3       3     model fingerprint: first 3 bytes of the SHA-256 of the weights that wrote the file
     6       v     original height H   (unsigned LEB128 varint, 1 <= H <= MAX_SIDE)
     .       v     original width W    (varint, 1 <= W <= MAX_SIDE, H * W <= MAX_PIXELS)
-    .       v     2 * c_s + b         (varint; versions 1 and 2: c_s alone) scale code c_s: s = 1 + c_s / 64,
-                  1 <= s <= 8, so c_s <= 448; fidelity flag b: 1 = plain bicubic, not the decoder
+    .       v     4 * c_s + k         (varint) scale code c_s: s = 1 + c_s / 64, 1 <= s <= 8, so c_s <= 448;
+                  decoder strength k in 0..3: the output is bicubic + k/3 of the fidelity decoder's
+                  correction (0: plain bicubic, 3: the decoder). Version 3: 2 * c_s + b, b = 1 for
+                  plain bicubic (k = 0), else k = 3; versions 1 and 2: c_s alone (k = 3)
     .       1     quality code c_q    (q = c_q / 255)
     .       v*    lengths of all streams but the last (varints; the last runs to the prompt or CRC)
     .       v     only if the prompt bit is set: (len << 1) | deflated, then len bytes of UTF-8
@@ -21,7 +23,7 @@ uses varints and quantized floats. Layout, byte by byte::
 
 The low-resolution size is not stored: it is derived from (H, W, c_s) by integer arithmetic
 (:func:`lowres_size`), identically on every machine. Without a prompt the header (everything but the
-streams) is 17 bytes for a 512x384 AV1 file and at most 24 bytes for any allowed size and codec.
+streams) is 17 bytes for a 512x384 AV1 file (16 where s < 1.5) and at most 24 bytes for any allowed size and codec.
 
 Parsing is total: any byte string either parses or raises :class:`BitstreamError` with a sentence that
 says what is wrong; no field can make the parser allocate more than the input's own length.
@@ -35,8 +37,12 @@ from dataclasses import dataclass, field
 MAGIC = b"\xa5E"
 # 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
 # 3: the scale field also carries the fidelity flag (scale code * 2 + 1 = "upsample with plain bicubic")
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 4: ... and a decoder strength instead: scale code * 4 + k, k/3 of the decoder's correction
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+WRITABLE_VERSIONS = (2, 3, 4)  # 2 and 3 for readers of those versions, where the strength allows
+STRENGTH_LEVELS = 4
+FULL_STRENGTH = STRENGTH_LEVELS - 1
 CODECS = ("av1", "learned")
 MAX_SIDE = 32768
 MAX_PIXELS = 1 << 28  # 268 Mpx: 16384 x 16384
@@ -141,9 +147,9 @@ class Bitstream:
     quality_code: int
     streams: tuple[bytes, ...]
     prompt: str | None = None
-    # False: the encoder measured that the fidelity decoder loses to plain bicubic on this image, so the
-    # file asks for bicubic (files before version 3 always use the decoder)
-    fidelity: bool = True
+    # how much of the fidelity decoder's correction to add to bicubic, in 1/FULL_STRENGTH: the encoder
+    # measures which is best on the image (0: the decoder loses; files before version 3 always use it all)
+    strength: int = FULL_STRENGTH
     nbytes: int = field(default=0, compare=False)  # file size once packed or parsed
 
     @property
@@ -153,6 +159,11 @@ class Bitstream:
     @property
     def quality(self) -> float:
         return dequantize_quality(self.quality_code)
+
+    @property
+    def decoder_weight(self) -> float:
+        """The weight of the fidelity decoder's correction over bicubic, in [0, 1]."""
+        return self.strength / FULL_STRENGTH
 
     @property
     def lowres_size(self) -> tuple[int, int]:
@@ -177,9 +188,17 @@ class Bitstream:
             "bytes": self.nbytes,
             "bpp": self.bpp,
             "model_fingerprint": self.fingerprint.hex(),
-            "upsampling": "fidelity decoder" if self.fidelity else "bicubic (the decoder lost on this image)",
+            "upsampling": _upsampling_text(self.strength),
             "prompt": self.prompt,
         }
+
+
+def _upsampling_text(strength: int) -> str:
+    if strength == FULL_STRENGTH:
+        return "fidelity decoder"
+    if strength == 0:
+        return "bicubic (the decoder lost on this image)"
+    return f"bicubic + {strength}/{FULL_STRENGTH} of the fidelity decoder's correction"
 
 
 def _validate_size(height: int, width: int, exc: type[Exception]) -> None:
@@ -192,12 +211,18 @@ def _validate_size(height: int, width: int, exc: type[Exception]) -> None:
 def pack(bs: Bitstream, version: int = VERSION) -> bytes:
     """Serialize a :class:`Bitstream`; raises ValueError for values the format cannot hold.
 
-    ``version=2`` writes the previous layout (for readers older than version 3), which has no fidelity
-    flag: files whose flag asks for bicubic cannot be written in it."""
-    if version not in (2, VERSION):
-        raise ValueError(f"can write format versions 2 and {VERSION}, not {version}")
-    if version < 3 and not bs.fidelity:
-        raise ValueError("format version 2 has no fidelity flag: this file needs version 3")
+    ``version`` 2 or 3 writes an earlier layout, for readers of that version: version 3 holds strengths
+    0 and full only, version 2 full only."""
+    if version not in WRITABLE_VERSIONS:
+        raise ValueError(f"can write format versions {', '.join(map(str, WRITABLE_VERSIONS))}, not {version}")
+    if not 0 <= bs.strength <= FULL_STRENGTH:
+        raise ValueError(f"decoder strength {bs.strength} out of range 0..{FULL_STRENGTH}")
+    if version == 2 and bs.strength != FULL_STRENGTH:
+        raise ValueError("format version 2 has no decoder strength: this file needs version 4")
+    if version == 3 and bs.strength not in (0, FULL_STRENGTH):
+        raise ValueError(
+            f"format version 3 holds decoder strength 0 or {FULL_STRENGTH} only: this file needs version 4"
+        )
     if bs.codec not in CODECS:
         raise ValueError(f"unknown codec {bs.codec!r}; known: {', '.join(CODECS)}")
     if not 1 <= len(bs.streams) <= 4:
@@ -214,7 +239,11 @@ def pack(bs: Bitstream, version: int = VERSION) -> bytes:
     out = bytearray(MAGIC)
     out.append(flags)
     out += bs.fingerprint
-    scale_field = bs.scale_code << 1 | (not bs.fidelity) if version >= 3 else bs.scale_code
+    scale_field = {
+        2: bs.scale_code,
+        3: bs.scale_code << 1 | (bs.strength == 0),
+        4: bs.scale_code * STRENGTH_LEVELS + bs.strength,
+    }[version]
     out += varint(bs.height) + varint(bs.width) + varint(scale_field)
     out.append(bs.quality_code)
     for s in bs.streams[:-1]:
@@ -274,11 +303,14 @@ def parse(data: bytes) -> Bitstream:
         _validate_size(height, width, BitstreamError)
     except BitstreamError as e:
         raise BitstreamError(f"invalid file: {e}") from None
-    if version >= 3:
-        word = r.varint("scale code", quantize_scale(MAX_SCALE) << 1 | 1)
-        scale_code, fidelity = word >> 1, not word & 1
+    top = quantize_scale(MAX_SCALE)
+    if version >= 4:
+        scale_code, strength = divmod(r.varint("scale code", top * STRENGTH_LEVELS + FULL_STRENGTH), STRENGTH_LEVELS)
+    elif version == 3:
+        word = r.varint("scale code", top << 1 | 1)
+        scale_code, strength = word >> 1, 0 if word & 1 else FULL_STRENGTH
     else:
-        scale_code, fidelity = r.varint("scale code", quantize_scale(MAX_SCALE)), True
+        scale_code, strength = r.varint("scale code", top), FULL_STRENGTH
     (quality_code,) = r.take(1, "quality code")
     if quality_code > QUALITY_STEPS:
         raise BitstreamError(f"invalid file: quality code {quality_code} out of range")
@@ -314,6 +346,6 @@ def parse(data: bytes) -> Bitstream:
         quality_code=quality_code,
         streams=tuple(streams),
         prompt=prompt,
-        fidelity=fidelity,
+        strength=strength,
         nbytes=len(data),
     )

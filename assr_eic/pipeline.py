@@ -144,8 +144,10 @@ class Encoded:
     data: bytes
     bitstream: Bitstream
     lowres: LowresCode
-    # rate control's measure on a sample of the image: the fidelity decoder's MSE over plain bicubic's
+    # rate control's measure on a sample of the image: the MSE at the best decoder strength over plain
+    # bicubic's, and that strength
     decoder_ratio: float | None = None
+    decoder_strength: int | None = None
 
 
 DOWNSAMPLE_TILE = 512  # low-res pixels per tile side for the downsampler's refinement network
@@ -210,12 +212,13 @@ def encode_at(
 
 
 def reconstruct(model: ASSRModel, bs: Bitstream, lowres: LowresCode, size: tuple[int, int] | None = None):
-    """Fidelity-decode a low-res reconstruction to ``size`` (default: the original size); plain bicubic
-    where the file says the decoder loses on it (``Bitstream.fidelity``)."""
+    """Fidelity-decode a low-res reconstruction to ``size`` (default: the original size), with as much of
+    the decoder's correction as the file asks for (``Bitstream.strength``; 0: plain bicubic)."""
     size = size or (bs.height, bs.width)
     sr = model.sr[bs.codec]
     with torch.inference_mode():
-        return sr(lowres.x_hat, size, bs.codec, bs.scale, bs.quality, lowres.uncertainty, residual=bs.fidelity).sample
+        out = sr(lowres.x_hat, size, bs.codec, bs.scale, bs.quality, lowres.uncertainty, residual=bs.decoder_weight)
+    return out.sample
 
 
 def compress(
@@ -311,7 +314,7 @@ def decompress(
         for y0 in range(0, H, tile):
             for x0 in range(0, W, tile):
                 y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
-                tile_out = sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1), residual=bs.fidelity)
+                tile_out = sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1), residual=bs.decoder_weight)
                 out[y0:y1, x0:x1] = to_uint8(tile_out)
     return out
 

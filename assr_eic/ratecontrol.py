@@ -32,7 +32,17 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .bitstream import MAX_SCALE, MIN_SCALE, dequantize_scale, lowres_size, pack, parse, quantize_scale
+from .bitstream import (
+    FULL_STRENGTH,
+    MAX_SCALE,
+    MIN_SCALE,
+    STRENGTH_LEVELS,
+    dequantize_scale,
+    lowres_size,
+    pack,
+    parse,
+    quantize_scale,
+)
 from .codec.av1 import quantizer_from_quality
 from .codec.base import Effort, LowresCode
 from .model import ASSRModel
@@ -234,8 +244,11 @@ def _psnr(se: float, count: int) -> float:
     return 10 * math.log10(1.0 / max(se / count, 1e-12))
 
 
-def _decoded_tiles(model: ASSRModel, enc: Encoded, lowres: LowresCode, boxes: list[tuple[int, int, int, int]]):
-    """The fidelity decoder's output on each box, exactly as a whole decode writes those pixels."""
+def _decoded_tiles(
+    model: ASSRModel, enc: Encoded, lowres: LowresCode, boxes: list[tuple[int, int, int, int]], plain: bool = False
+):
+    """The fidelity decoder's output on each box, exactly as a whole decode writes those pixels, and with
+    ``plain`` the plain bicubic tile its correction is added to (else None)."""
     bs = enc.bitstream
     sr = model.sr[bs.codec]
     size = (bs.height, bs.width)
@@ -243,13 +256,14 @@ def _decoded_tiles(model: ASSRModel, enc: Encoded, lowres: LowresCode, boxes: li
     with torch.inference_mode():
         emb = sr.embedding(bs.codec, bs.scale, bs.quality)
         for box in boxes:
-            yield box, sr.render_tile(lowres.x_hat, unc, emb, size, box)
+            base = sr.render_tile(lowres.x_hat, unc, emb, size, box, 0.0) if plain else None
+            yield box, sr.render_tile(lowres.x_hat, unc, emb, size, box), base
 
 
 def sampled_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor) -> float:
     """PSNR of the fidelity-decoded reconstruction over :func:`_sample_boxes` (exactly as decoded there)."""
     se, count = 0.0, 0
-    for (y0, y1, x0, x1), y in _decoded_tiles(model, enc, lowres, _sample_boxes(*x.shape[-2:])):
+    for (y0, y1, x0, x1), y, _ in _decoded_tiles(model, enc, lowres, _sample_boxes(*x.shape[-2:])):
         ref = x[..., y0:y1, x0:x1]
         se, count = se + _sq_err(y, ref), count + ref.numel()
     return _psnr(se, count)
@@ -258,22 +272,28 @@ def sampled_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Te
 def _decoder_ratio(
     model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor, up: torch.Tensor | None = None
 ) -> float:
-    """The fidelity decoder's squared error over plain bicubic's on the :data:`GAIN_SAMPLE` tiles
-    (below 1: the decoder wins), measured once per candidate and kept on it."""
+    """The squared error of the best decoder strength over plain bicubic's on the :data:`GAIN_SAMPLE`
+    tiles (below 1: some of the decoder's correction helps), measured once per candidate and kept on it
+    with that strength (``enc.decoder_strength``, 0 where every strength loses)."""
     if enc.decoder_ratio is None:
         up = resize(lowres.x_hat, x.shape[-2:]) if up is None else up
-        se_dec = se_up = 0.0
-        for (y0, y1, x0, x1), y in _decoded_tiles(model, enc, lowres, _sample_boxes(*x.shape[-2:], area=GAIN_SAMPLE)):
+        boxes = _sample_boxes(*x.shape[-2:], area=GAIN_SAMPLE)
+        se = [0.0] * STRENGTH_LEVELS  # [0]: bicubic as candidate_psnr computes it, then each strength
+        for (y0, y1, x0, x1), y, base in _decoded_tiles(model, enc, lowres, boxes, plain=True):
             ref = x[..., y0:y1, x0:x1]
-            se_dec, se_up = se_dec + _sq_err(y, ref), se_up + _sq_err(up[..., y0:y1, x0:x1], ref)
-        enc.decoder_ratio = se_dec / max(se_up, 1e-12)
+            se[0] += _sq_err(up[..., y0:y1, x0:x1], ref)
+            for k in range(1, STRENGTH_LEVELS):
+                se[k] += _sq_err(y if k == FULL_STRENGTH else base + k / FULL_STRENGTH * (y - base), ref)
+        best = min(range(STRENGTH_LEVELS), key=se.__getitem__)
+        enc.decoder_ratio, enc.decoder_strength = se[best] / max(se[0], 1e-12), best
     return enc.decoder_ratio
 
 
 def candidate_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor, decoder: bool = True) -> float:
     """Whole-image PSNR of a candidate, for ranking: upsampled by plain bicubic, plus (``decoder``) the
-    fidelity decoder's gain over bicubic measured on a fixed sample of tiles (:data:`GAIN_SAMPLE`), or
-    nothing where the decoder loses (the file then asks for bicubic, see :func:`_finish`).
+    gain over bicubic of the best decoder strength, measured on a fixed sample of tiles
+    (:data:`GAIN_SAMPLE`), or nothing where every strength loses (the file then asks for bicubic, see
+    :func:`_finish`).
 
     An estimate: where the sampled tiles hold more detail than the rest it sits above the decoded
     image's PSNR (up to 0.8 dB seen), but alike for every candidate of one image. Checked against
@@ -434,12 +454,14 @@ def _lowres_of(model: ASSRModel, e: Encoded) -> LowresCode:
 def _finish(
     model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int
 ) -> Encoded:
-    """The chosen file, decoded once, and flagged for plain bicubic where the fidelity decoder loses on the
-    sample (images up to :data:`FULL_EVAL_PIXELS`; larger ones always use the decoder)."""
+    """The chosen file, decoded once, with the decoder strength that does best on the sample (images up
+    to :data:`FULL_EVAL_PIXELS`; larger ones always use the whole decoder)."""
     lowres = _lowres_of(model, e)
-    if x.shape[-2] * x.shape[-1] <= FULL_EVAL_PIXELS and _decoder_ratio(model, e, lowres, x) > 1:
-        data = pack(replace(e.bitstream, fidelity=False))  # same size: the flag is the scale field's low bit
-        e = Encoded(data, parse(data), lowres, e.decoder_ratio)
+    if x.shape[-2] * x.shape[-1] <= FULL_EVAL_PIXELS:
+        _decoder_ratio(model, e, lowres, x)
+        if e.decoder_strength != e.bitstream.strength:  # same size: the strength is the scale field's low bits
+            data = pack(replace(e.bitstream, strength=e.decoder_strength))
+            e = Encoded(data, parse(data), lowres, e.decoder_ratio, e.decoder_strength)
     if progress:
         progress(total, total)
     return e

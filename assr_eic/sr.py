@@ -82,12 +82,13 @@ class SRDecoder(ConfigModule):
         emb: torch.Tensor,
         size: tuple[int, int],
         box: tuple[int, int, int, int],
-        residual: bool = True,
+        residual: float = 1.0,
     ) -> torch.Tensor:
         """Output pixels rows y0:y1, cols x0:x1 of the full ``size`` output (unclamped).
 
         Every output pixel depends only on its own low-res neighbourhood, so tiles need no halo.
-        ``residual=False`` gives the plain bicubic image the residual is added to (the trunk is skipped).
+        ``residual`` weighs the decoder's correction of the plain bicubic image: 1 the decoder, 0 plain
+        bicubic (the trunk is skipped), between them a blend (a file's decoder strength).
         """
         H, W = size
         h, w = x.shape[-2:]
@@ -113,7 +114,8 @@ class SRDecoder(ConfigModule):
         pos_x = wx @ torch.stack([px.sin(), px.cos()])  # (head, cols)
         hid = hid + self.head_rgb(base) + pos_y[None, :, :, None] + pos_x[None, :, None, :]
         hid = self.act(self.head_mid(self.act(hid)))
-        return base + self.head_out(hid)
+        out = self.head_out(hid)
+        return base + (out if residual == 1 else residual * out)
 
     def forward(
         self,
@@ -124,10 +126,10 @@ class SRDecoder(ConfigModule):
         q: float | torch.Tensor,
         uncertainty: torch.Tensor | None = None,
         tile: int = 512,
-        residual: bool = True,
+        residual: float = 1.0,
     ) -> SROutput:
         """Upsample (B, 3, h, w) in [0, 1] to ``size`` = (H, W), any size >= 1x1, in output tiles
-        (``residual=False``: plain bicubic, see :meth:`render_tile`)."""
+        (``residual``: the weight of the decoder's correction, see :meth:`render_tile`)."""
         H, W = size
         if uncertainty is None:
             uncertainty = torch.zeros_like(x[:, :1])
