@@ -5,10 +5,10 @@ best differs from image to image. For a few scales (spread over the range where 
 gets a sensible number of bits per pixel) the search finds the quality whose whole file lands within
 +-``tolerance`` of the target, by interpolation on log(bytes) (about 3 encodes per scale; where the
 quality levels jump over the window it nudges s in its fine 1/64 steps instead). It then scores
-each candidate over the whole image (:func:`candidate_psnr`: bicubic-upsampled PSNR plus the fidelity
-decoder's gain measured on a tenth of the image) and moves that PSNR along a typical RD slope to the
-target size (:func:`score`: a file 10% over the target must buy more than 0.26 dB to beat one on
-target); the best score wins.
+each candidate over the whole image (:func:`candidate_psnr`: bicubic-upsampled PSNR plus the gain of
+the fidelity decoder at its best strength, measured on a tenth of the image) and moves that PSNR along
+a typical RD slope to the target size (:func:`score`: a file 10% over the target must buy more than
+0.26 dB to beat one on target); the best score wins, and its file stores that decoder strength.
 
 A codec with a draft mode (``av1``: libaom at its fastest speed, about 45x faster than the final
 encode) runs that search on drafts, ranked by bicubic PSNR alone, then fits the quality of the final
