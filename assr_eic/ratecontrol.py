@@ -276,12 +276,16 @@ def _decoder_ratio(
     tiles (below 1: some of the decoder's correction helps), measured once per candidate and kept on it
     with that strength (``enc.decoder_strength``, 0 where every strength loses)."""
     if enc.decoder_ratio is None:
-        up = resize(lowres.x_hat, x.shape[-2:]) if up is None else up
-        boxes = _sample_boxes(*x.shape[-2:], area=GAIN_SAMPLE)
-        se = [0.0] * STRENGTH_LEVELS  # [0]: bicubic as candidate_psnr computes it, then each strength
+        H, W = x.shape[-2:]
+        if up is None and H * W <= FULL_EVAL_PIXELS:
+            up = resize(lowres.x_hat, (H, W))
+        boxes = _sample_boxes(H, W, area=GAIN_SAMPLE)
+        # [0]: bicubic as candidate_psnr computes it (on large images, which it scores by sampled_psnr,
+        # the decoder's own bicubic tiles: no whole-image tensor), then each strength
+        se = [0.0] * STRENGTH_LEVELS
         for (y0, y1, x0, x1), y, base in _decoded_tiles(model, enc, lowres, boxes, plain=True):
             ref = x[..., y0:y1, x0:x1]
-            se[0] += _sq_err(up[..., y0:y1, x0:x1], ref)
+            se[0] += _sq_err(base if up is None else up[..., y0:y1, x0:x1], ref)
             for k in range(1, STRENGTH_LEVELS):
                 se[k] += _sq_err(y if k == FULL_STRENGTH else base + k / FULL_STRENGTH * (y - base), ref)
         best = min(range(STRENGTH_LEVELS), key=se.__getitem__)
@@ -454,14 +458,12 @@ def _lowres_of(model: ASSRModel, e: Encoded) -> LowresCode:
 def _finish(
     model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int
 ) -> Encoded:
-    """The chosen file, decoded once, with the decoder strength that does best on the sample (images up
-    to :data:`FULL_EVAL_PIXELS`; larger ones always use the whole decoder)."""
+    """The chosen file, decoded once, with the decoder strength that does best on the sample."""
     lowres = _lowres_of(model, e)
-    if x.shape[-2] * x.shape[-1] <= FULL_EVAL_PIXELS:
-        _decoder_ratio(model, e, lowres, x)
-        if e.decoder_strength != e.bitstream.strength:  # same size: the strength is the scale field's low bits
-            data = pack(replace(e.bitstream, strength=e.decoder_strength))
-            e = Encoded(data, parse(data), lowres, e.decoder_ratio, e.decoder_strength)
+    _decoder_ratio(model, e, lowres, x)
+    if e.decoder_strength != e.bitstream.strength:  # same size: the strength is the scale field's low bits
+        data = pack(replace(e.bitstream, strength=e.decoder_strength))
+        e = Encoded(data, parse(data), lowres, e.decoder_ratio, e.decoder_strength)
     if progress:
         progress(total, total)
     return e

@@ -198,30 +198,38 @@ def test_file_asks_for_bicubic_where_the_decoder_loses(photo, kind):
         assert (dec.image - resize(dec.lowres.x_hat, img.shape[:2]).clamp(0, 1)).abs().max() < 2e-3
 
 
-@pytest.mark.parametrize("target", [0.01, 0.05, 0.1])
+@pytest.mark.parametrize("target", [0.01, 0.05, 0.1, "large"])
 def test_decoder_strength_is_the_best_on_the_sample_and_blends_the_correction(photo, target):
     """The file's decoder strength k is the one of 0..3 with the smallest error on rate control's sample
     tiles, recomputed here from the decoded files, and a decode at strength k is bicubic plus k/3 of
-    the whole decoder's correction (to within rounding)."""
+    the whole decoder's correction (to within rounding). "large": a 2.2 Mpx image (above
+    FULL_EVAL_PIXELS, where candidates are scored on tiles) gets its strength the same way."""
+    from PIL import Image
+
     from assr_eic.model import load_model
-    from assr_eic.ratecontrol import GAIN_SAMPLE, _sample_boxes
+    from assr_eic.ratecontrol import FULL_EVAL_PIXELS, GAIN_SAMPLE, _sample_boxes
 
     model = load_model()
-    data = compress(photo, target_bpp=target, codec="av1", model=model)
+    img = photo
+    if target == "large":
+        img = np.asarray(Image.fromarray(photo).resize((1728, 1296), Image.Resampling.BICUBIC))
+        assert img.shape[0] * img.shape[1] > FULL_EVAL_PIXELS
+    data = compress(img, target_bpp=0.02 if target == "large" else target, codec="av1", model=model)
     decodes = _strength_decodes(data, model)
-    boxes = _sample_boxes(*photo.shape[:2], area=GAIN_SAMPLE)
+    boxes = _sample_boxes(*img.shape[:2], area=GAIN_SAMPLE)
     se = [
-        sum(float(((d[y0:y1, x0:x1].astype(np.float64) - photo[y0:y1, x0:x1]) ** 2).sum()) for y0, y1, x0, x1 in boxes)
+        sum(float(((d[y0:y1, x0:x1].astype(np.float64) - img[y0:y1, x0:x1]) ** 2).sum()) for y0, y1, x0, x1 in boxes)
         for d in decodes
     ]
-    assert (
-        se[parse(data).strength] <= min(se) * 1.002
-    )  # strength 0 is scored on resize()'s bicubic, within 2e-3 of this one
+    # strength 0 is scored on resize()'s bicubic, within 2e-3 of the decoder's own (large images: that one)
+    assert se[parse(data).strength] <= min(se) * 1.002
     b, f = decodes[0].astype(np.float64), decodes[-1].astype(np.float64)
     inside = (b > 0) & (b < 255) & (f > 0) & (f < 255)  # where neither end was clamped to 8 bits
     for k in (1, 2):
         assert np.abs(decodes[k] - (b + k / 3 * (f - b)))[inside].max() <= 1.5
     assert np.abs(decodes[1].astype(int) - decodes[2]).max() > 0  # the strengths between differ
+    if target == "large":  # an upscaled photo: the whole decoder is too strong for it (measured: k = 2)
+        assert parse(data).strength < 3 and se[3] > min(se)
 
 
 def _searches(model, photo, target_bpp: float):
