@@ -4,7 +4,7 @@
 (``assr_eic.train.data.load_eval_set``), for each target bpp it measures
 
 * ``ours-av1`` and ``ours-learned``: ``compress(target_bpp=...)`` (rate control picks s and q), decoded
-  with the fidelity decoder;
+  with the fidelity decoder; ``ours-av1-fast`` the same with rate control's ``effort="fast"``;
 * ``ours-av1+bicubic`` (ablation): the SAME av1 file, its decoded low-res image upsampled with plain
   bicubic instead of the fidelity decoder (what the learning adds);
 * every classical codec at every scale in ``SCALES`` (``{codec}@{scale}``): the image downscaled by the
@@ -59,7 +59,8 @@ SPEED_EXTRA_BPP = (0.02, 0.1, 0.2)  # ours-av1 only, after the main speed runs
 SPEED_UPSCALE = 1.5  # 512x384 -> 768x576, then the middle 768x512
 SPEED_SIZE = (768, 512)  # width, height
 TOLERANCE = 0.1  # rate control must land within +-10% of the target
-OURS = ("ours-av1", "ours-learned")
+OURS = ("ours-av1", "ours-av1-fast", "ours-learned")
+FAST = "ours-av1-fast"
 ABLATION = "ours-av1+bicubic"
 ENVELOPE = "best-classical"
 ENVELOPE_MSSSIM = "best-classical-msssim"
@@ -246,17 +247,25 @@ def _row(method: str, image: str, target: float, hw: tuple[int, int], **kw) -> d
     return row
 
 
-def run_ours(model, img: np.ndarray, name: str, target: float, codec: str) -> tuple[dict, object | None]:
-    """One of our files: compress at ``target`` (rate control), decode. Returns (row, Decoded or None)."""
+def ours_spec(spec: str) -> tuple[str, str]:
+    """"av1" -> ("av1", "normal"), "av1-fast" -> ("av1", "fast"): our base codec and rate control effort."""
+    codec, _, effort = spec.partition("-")
+    return codec, effort or "normal"
+
+
+def run_ours(model, img: np.ndarray, name: str, target: float, spec: str) -> tuple[dict, object | None]:
+    """One of our files: compress at ``target`` (rate control), decode. Returns (row, Decoded or None).
+    ``spec``: the base codec, with "-fast" for rate control's fast effort (:func:`ours_spec`)."""
     from .metrics import ms_ssim, psnr
     from .pipeline import compress, decode, to_uint8
     from .ratecontrol import RateError
 
     hw = img.shape[:2]
-    method = f"ours-{codec}"
+    method = f"ours-{spec}"
+    codec, effort = ours_spec(spec)
     t0 = time.perf_counter()
     try:
-        data = compress(img, target_bpp=target, codec=codec, model=model)
+        data = compress(img, target_bpp=target, codec=codec, model=model, effort=effort)
     except RateError as e:
         return _row(method, name, target, hw, status="unreachable", message=str(e), codec=codec), None
     t1 = time.perf_counter()
@@ -270,6 +279,7 @@ def run_ours(model, img: np.ndarray, name: str, target: float, codec: str) -> tu
         target,
         hw,
         codec=codec,
+        effort=effort,
         bytes=len(data),
         psnr=psnr(img, rec),
         ms_ssim=ms_ssim(img, rec),
@@ -567,7 +577,8 @@ def speed_worker(method: str, image_path: str, bpp: float, model_path: str | Non
         res["hwm_reset"] = _reset_hwm()
         for run in ("cold", "warm"):  # cold: first use in the process (lazy imports, allocator warm-up)
             t0 = time.perf_counter()
-            data = compress(img, target_bpp=bpp, codec=base[5:], model=model)
+            codec, effort = ours_spec(base[5:])
+            data = compress(img, target_bpp=bpp, codec=codec, model=model, effort=effort)
             t1 = time.perf_counter()
             decompress(data, model=model)
             t2 = time.perf_counter()
@@ -688,6 +699,7 @@ def _speed_text(r: dict) -> str:
 PLOT_STYLE = {
     "ours-av1": dict(color="tab:red", marker="o", lw=2.2),
     "ours-learned": dict(color="tab:purple", marker="s", lw=2.2),
+    FAST: dict(color="tab:red", marker="o", lw=1.2, ls="--", ms=4),
     ABLATION: dict(color="tab:red", marker="o", lw=1.2, ls=":", mfc="none"),
     ENVELOPE: dict(color="black", marker="", lw=1.8, ls="--"),
     ENVELOPE_MSSSIM: dict(color="black", marker="", lw=1.8, ls="--"),
@@ -788,6 +800,7 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
     n = len(result["config"]["images"])
     cols = [
         ("ours-av1", "ours (av1)"),
+        (FAST, "ours (av1, fast)"),
         ("ours-learned", "ours (learned)"),
         (ABLATION, "av1 + bicubic (ablation)"),
         ("avif@1", "AVIF"),
@@ -882,6 +895,18 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
                 f"{g['ms_ssim_gain']:+.4f} | {met(g)} | {rest} |"
             )
         L.append("")
+        fast = s.get("goal_fast_named_codecs") or {}
+        if fast:
+            L += [
+                f"{FAST} (rate control's fast effort) against {', '.join(c.upper() for c in GOAL_CODECS)}, "
+                "PSNR gain (mean, smallest) / MS-SSIM gain: "
+                + "; ".join(
+                    f"{k} bpp {g['psnr_gain_db']:+.2f}, {g['psnr_gain_min_db']:+.2f} dB / {g['ms_ssim_gain']:+.4f} "
+                    f"({'met' if g['met'] else 'not met'})"
+                    for k, g in fast.items()
+                ),
+                "",
+            ]
     L += ["Rate control (every file within +-10% of its target where reachable):", ""]
     for m, v in s["landing"].items():
         unr = ", ".join(f"{u['image']}@{u['target_bpp']:g}" for u in v["unreachable"]) or "none"
@@ -910,7 +935,9 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
             cold = None if r.get("cold_encode_ms") is None else r["cold_encode_ms"] + r["cold_decode_ms"]
             if r["method"].startswith("ours-"):
                 note = (
-                    f"target {r['target_bpp']:g} bpp, rate control included; {r.get('torch_threads')} torch thread(s); "
+                    f"target {r['target_bpp']:g} bpp, rate control included"
+                    + (" (fast effort)" if r["method"].startswith(FAST) else "")
+                    + f"; {r.get('torch_threads')} torch thread(s); "
                     f"{_fmt(r.get('bpp'), '.4f')} bpp; model load {_fmt(r.get('load_ms'), '.0f')} ms"
                 )
                 if r.get("fidelity_decoder") is False:
@@ -1050,11 +1077,11 @@ def run(args: argparse.Namespace) -> dict:
             for t in targets:
                 t0 = time.perf_counter()
                 decs = {}
-                for codec in our_codecs:
-                    row, dec = run_ours(model, img, name, t, codec)
+                for spec in our_codecs:
+                    row, dec = run_ours(model, img, name, t, spec)
                     rows.append(row)
-                    decs[codec] = dec
-                    if t == grid_bpp and name in grid and dec is not None:
+                    decs[spec] = dec
+                    if t == grid_bpp and name in grid and dec is not None and row["method"] != FAST:
                         grid[name].append((row["method"], row, dec.rgb))
                 budget, budget_from = math.floor(t * H * W / 8), "target"
                 if "av1" in our_codecs:
@@ -1118,6 +1145,7 @@ def run(args: argparse.Namespace) -> dict:
         "landing": landing(rows),
         "goal": goal_check(rows, targets),
         "goal_named_codecs": goal_check(rows, targets, codecs=GOAL_CODECS),
+        "goal_fast_named_codecs": goal_check(rows, targets, method=FAST, codecs=GOAL_CODECS),
         "methods": method_order(rows, codecs),
     }
     speed = []
@@ -1125,10 +1153,10 @@ def run(args: argparse.Namespace) -> dict:
         methods = (
             args.speed_methods.split(",")
             if args.speed_methods
-            else [m for c in our_codecs for m in (f"ours-{c}", f"ours-{c}/1t")]
+            else [m for c in our_codecs for m in ((f"ours-{c}", f"ours-{c}/1t") if "-" not in c else (f"ours-{c}",))]
             + codecs
             # rate control's choices, hence the time, depend on the rate: ours-av1 across the range too
-            + [f"ours-av1={b:g}" for b in SPEED_EXTRA_BPP if "av1" in our_codecs]
+            + [f"ours-{c}={b:g}" for c in ("av1", "av1-fast") if c in our_codecs for b in SPEED_EXTRA_BPP]
         )
         log(f"speed and memory: {len(methods)} fresh processes, {SPEED_UPSCALE:g}x {names[0]}, {args.speed_bpp:g} bpp")
         speed = run_speed(images[names[0]], methods, args.speed_bpp, args.model)
@@ -1184,7 +1212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", help="comma-separated target bpp values (default: 0.005 ... 0.3)")
     p.add_argument("--codecs", help="comma-separated classical codecs (default: every available one)")
     p.add_argument("--scales", help="comma-separated classical downscale factors (default: 1,1.5,2,3,4,6)")
-    p.add_argument("--ours", default="av1,learned", help="our base codecs to run (default: av1,learned)")
+    p.add_argument(
+        "--ours",
+        default="av1,av1-fast,learned",
+        help="our base codecs to run, -fast for rate control's fast effort (default: av1,av1-fast,learned)",
+    )
     p.add_argument("--cache", default=".cache/bench/classical.json", help="classical-codec cache ('none': off)")
     p.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes for the classical codecs (1: inline)"
@@ -1194,8 +1226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--speed-methods",
         help="comma-separated methods for the speed runs; ours-X/1t limits torch to 1 thread, METHOD=BPP runs it "
-        "at another target (default: ours-av1, ours-av1/1t, ours-learned, ours-learned/1t, every classical codec, "
-        "then ours-av1 at 0.02, 0.1 and 0.2 bpp)",
+        "at another target (default: ours-av1, ours-av1/1t, ours-av1-fast, ours-learned, ours-learned/1t, every "
+        "classical codec, then ours-av1 and ours-av1-fast at 0.02, 0.1 and 0.2 bpp)",
     )
     p.add_argument("--no-speed", action="store_true", help="skip the speed and memory subprocesses")
     p.add_argument("--speed-worker", help=argparse.SUPPRESS)

@@ -231,12 +231,15 @@ def compress(
     prompt: str | None = None,
     model: ASSRModel | str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
+    effort: str = "normal",
 ) -> bytes:
     """Compress an image to ``.assr`` bytes.
 
     Give either ``target_bpp`` (rate control picks the scale s and quality q per image) or both
     ``scale`` (s in [1, 8]) and ``quality`` (q in [0, 1]). ``codec`` is "av1" or "learned" (default:
-    the model's). ``prompt`` is stored in the file (its bytes count in the bpp).
+    the model's). ``prompt`` is stored in the file (its bytes count in the bpp). ``effort`` is rate
+    control's: "normal", or "fast" (about half the encode time for slightly lower quality, see
+    :mod:`assr_eic.ratecontrol`).
     """
     model = model if isinstance(model, ASSRModel) else load_model(model)
     codec = codec or model.config["default_codec"]
@@ -247,7 +250,7 @@ def compress(
             raise ValueError("give either target_bpp, or scale and quality, not both")
         from .ratecontrol import search
 
-        return search(model, x, target_bpp, codec, prompt, progress=progress).data
+        return search(model, x, target_bpp, codec, prompt, progress=progress, effort=effort).data
     if scale is None or quality is None:
         raise ValueError("give target_bpp, or both scale and quality")
     return encode_at(model, x, codec, quantize_scale(scale), quantize_quality(quality), prompt).data

@@ -21,6 +21,11 @@ Kodak: the earlier ranking, the decoder on a fixed quarter of the image, missed 
 0.9 dB. Where the low-res image is small next to the image (the lowest rates) final encodes cost
 little, so there the search spends more: the codec's slower "fine" effort, and a third final at the
 scale between the two best finals.
+
+Effort (:data:`EFFORTS`): ``normal`` as above; ``fast`` gives a final encode to the best draft only (the
+second-best scale's final is what costs most at the higher rates, where both low-res images are large).
+On the Kodak crops ``fast`` takes 50-70% of the encode time for 0.02-0.13 dB less (figures in the model
+card). Codecs without a draft mode search the same way at either effort.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ FINE_FRACTION = 1 / 16
 # Together on the Kodak crops: +0.10 dB at 0.01 bpp, +0.08 at 0.02 (rate-normalised, never worse)
 REFINE_FRACTION = 1 / 8
 FINAL_CANDIDATES = 2  # best drafts re-encoded by the final encoder, then compared
+EFFORTS = ("normal", "fast")  # rate control's effort: see the module docstring
 FINAL_THREADS = 2  # the first final fits run side by side (libaom releases the GIL)
 # a draft this far (dB of score) behind the best one gets no final encode unless its low-res image is
 # small (REFINE_FRACTION): on 17 training photos at 768x512 and 0.05-0.3 bpp, the second final never won
@@ -341,9 +347,13 @@ def search(
     tolerance: float = 0.1,
     max_candidates: int = MAX_CANDIDATES,
     progress: Callable[[int, int], None] | None = None,
+    effort: str = "normal",
 ) -> Encoded:
-    """Best-PSNR encoding whose whole file is within +-tolerance of ``target_bpp``."""
+    """Best-PSNR encoding whose whole file is within +-tolerance of ``target_bpp``, searched with
+    ``effort`` (one of :data:`EFFORTS`)."""
     H, W = x.shape[-2:]
+    if effort not in EFFORTS:
+        raise ValueError(f"unknown effort {effort!r}; choose one of {', '.join(EFFORTS)}")
     if not (target_bpp > 0 and math.isfinite(target_bpp)):
         raise RateError(f"target bpp must be a positive number, got {target_bpp}")
     target = target_bpp * H * W / 8
@@ -400,16 +410,19 @@ def search(
     if has_draft:
         if progress:
             progress(total - 1, total)
-        chosen = _best_final(model, x, fin, ranked, target) or chosen
+        n_finals = FINAL_CANDIDATES if effort == "normal" else 1
+        chosen = _best_final(model, x, fin, ranked, target, n_finals) or chosen
     return _finish(model, chosen, x, progress, total)
 
 
-def _best_final(model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Candidate], target: float):
-    """The final encoder fitted at the best drafts' scales (from each draft's level) and, where the
-    low-res image is small, at the scale between the two best finals; the best file by :func:`score`.
+def _best_final(
+    model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Candidate], target: float, n_finals: int
+):  # fmt: skip
+    """The final encoder fitted at the ``n_finals`` best drafts' scales (from each draft's level) and, where
+    the low-res image is small, at the scale between the two best finals; the best file by :func:`score`.
     None when no final encode lands in the window.
 
-    The first :data:`FINAL_CANDIDATES` fits run side by side in threads: on 2 cores two libaom encodes
+    The first ``n_finals`` fits run side by side in threads: on 2 cores two libaom encodes
     at once take about 85% of the time of one after the other. A draft :data:`FINAL_GAP_DB` behind the
     best is not tried where its low-res image is large (its final encode costs the most there).
     """
@@ -419,7 +432,7 @@ def _best_final(model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Ca
         return score(candidate_psnr(model, e, _lowres_of(model, e), x), len(e.data), target)
 
     near = ranked[0].score - FINAL_GAP_DB
-    tries = [c for c in ranked if c.score > near or fin.small(c.scale_code, REFINE_FRACTION)][:FINAL_CANDIDATES]
+    tries = [c for c in ranked if c.score > near or fin.small(c.scale_code, REFINE_FRACTION)][:n_finals]
     # only the encodes run in threads: scoring in them too (torch beside libaom on 2 cores) made whole
     # searches slower than none at all
     with ThreadPoolExecutor(FINAL_THREADS) as pool:

@@ -7,7 +7,10 @@ different runs cannot be compared. This runs the benchmark's speed worker (``ass
 process, rate control included, the second call timed) for each version in turn, rep by rep, on the
 benchmark's 768x512 image, and reports medians, minima and the ratio of medians. The baseline is checked
 out into a temporary git worktree and runs with its own shipped model. Writes ``speed_ab.json`` and
-``speed_ab.png``.
+``speed_ab.png``. ``--method`` and ``--baseline-method`` pick the speed worker's method for each side, so
+one run also compares rate control's efforts:
+
+    python bench/speed_ab.py --baseline HEAD --method ours-av1-fast --out bench/results/speed_fast
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 _WORKER = "import sys; sys.path.insert(0, sys.argv.pop(1)); from assr_eic.bench import main; sys.exit(main())"
 
 
-def time_once(tree: Path, image: Path, bpp: float, cwd: str) -> dict:
+def time_once(tree: Path, image: Path, bpp: float, cwd: str, method: str = "ours-av1") -> dict:
     """One speed-worker process of the code in ``tree``: its result (``warm_*_ms``, ``bytes``)."""
-    cmd = [sys.executable, "-c", _WORKER, str(tree), "--speed-worker", "ours-av1", "--image", str(image),
+    cmd = [sys.executable, "-c", _WORKER, str(tree), "--speed-worker", method, "--image", str(image),
            "--speed-bpp", str(bpp)]  # fmt: skip
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", default="0.02,0.05,0.1,0.2")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--out", default="bench/results/speed_ab")
+    p.add_argument("--method", default="ours-av1", help="the working tree's speed-worker method (ours-av1-fast, ...)")
+    p.add_argument("--baseline-method", default="ours-av1", help="the baseline's speed-worker method")
     a = p.parse_args(argv)
     from PIL import Image
 
@@ -82,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     current = f"{head.stdout.strip()}{' + uncommitted changes' if dirty else ''}"
-    result: dict = {"bpp": bpps, "reps": a.reps, "baseline": {"label": rev}, "current": {"label": current}}
+    result: dict = {
+        "bpp": bpps,
+        "reps": a.reps,
+        "baseline": {"label": f"{rev} {a.baseline_method}", "method": a.baseline_method},
+        "current": {"label": f"{current} {a.method}", "method": a.method},
+    }
     with tempfile.TemporaryDirectory(prefix="assr-speed-ab-") as tmp:
         base = Path(tmp) / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), rev], check=True)
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(a.reps):
                 for name, tree in (("baseline", base), ("current", ROOT)):
                     for b in bpps:
-                        r = time_once(tree, image, b, tmp)
+                        r = time_once(tree, image, b, tmp, result[name]["method"])
                         runs = result[name].setdefault(str(b), {"ms": [], "bytes": r["bytes"]})
                         runs["ms"].append(r["warm_encode_ms"] + r["warm_decode_ms"])
                         ms = runs["ms"][-1]

@@ -7,6 +7,7 @@ from comfy_api.latest import io, ui
 
 from assr_eic.bitstream import CODECS
 from assr_eic.pipeline import compress, decode
+from assr_eic.ratecontrol import EFFORTS
 
 from .common import (
     CATEGORY,
@@ -99,6 +100,16 @@ class ASSREncode(io.ComfyNode):
                     optional=True,
                     tooltip="Optional short text stored in the file for the decoder; its bytes count in the bpp.",
                 ),
+                io.Combo.Input(
+                    "effort",
+                    options=list(EFFORTS),
+                    default=EFFORTS[0],
+                    optional=True,
+                    tooltip=(
+                        "Rate control's effort, in target bpp mode. fast: about half the encode time, for "
+                        "0.02-0.13 dB lower PSNR at the same size."
+                    ),
+                ),
             ],
             outputs=[
                 ASSRBitstreamType.Output(
@@ -108,7 +119,9 @@ class ASSREncode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, model, mode, bpp, scale, quality, codec, prompt: str = "") -> io.NodeOutput:
+    def execute(
+        cls, image, model, mode, bpp, scale, quality, codec, prompt: str = "", effort: str = EFFORTS[0]
+    ) -> io.NodeOutput:
         handle = _model(model)
         if mode not in (MODE_BPP, MODE_SQ):
             raise ValueError(f"unknown mode {mode!r}; choose {MODE_BPP!r} or {MODE_SQ!r}")
@@ -120,7 +133,7 @@ class ASSREncode(io.ComfyNode):
         items: list[BitstreamItem] = []
         for i, x in enumerate(xs):
             if mode == MODE_BPP:
-                kw = {"target_bpp": bpp}
+                kw = {"target_bpp": bpp, "effort": effort}
             else:
                 kw = {"scale": scale, "quality": quality}
             try:
