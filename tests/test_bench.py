@@ -37,7 +37,7 @@ def run(tmp_path_factory, kodak, model_path) -> tuple[Path, dict]:
     argv = ["--quick", "--out", str(out), "--model", model_path, "--data", str(DATA), "--images", IMAGE,
             "--targets", ",".join(map(str, TARGETS)), "--codecs", ",".join(CODECS),
             "--scales", ",".join(map(str, SCALES)), "--cache", str(out / "cache.json"),
-            "--speed-methods", "ours-av1,webp,ours-av1=0.1", "--jobs", "1"]  # fmt: skip
+            "--speed-methods", "ours-av1,webp,ours-av1=0.1,ours-av1-fast=0.1", "--jobs", "1"]  # fmt: skip
     assert bench.main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
@@ -50,7 +50,7 @@ class TestQuickRun:
     def test_rows(self, run):
         _, res = run
         classical = [f"{c}@{s:g}" for c in CODECS for s in SCALES] + [f"{c}@best" for c in CODECS]
-        for method in ["ours-av1", "ours-learned", "ours-av1+bicubic", *classical, "best-classical"]:
+        for method in ["ours-av1", "ours-av1-fast", "ours-learned", "ours-av1+bicubic", *classical, "best-classical"]:
             for t in TARGETS:
                 (row,) = rows_of(res, method, t)
                 assert row["image"] == IMAGE
@@ -129,11 +129,15 @@ class TestQuickRun:
         assert s["landing"]["ours-av1"]["files"] >= 1
         text = (out / "summary.md").read_text()
         assert "| target bpp |" in text and "| 0.02 |" in text and "| 0.1 |" in text and "BD-rate" in text
+        # rate control's fast effort: its own column, and its goal margins next to the normal effort's
+        assert "ours (av1, fast)" in text and set(s["goal_fast_named_codecs"]) == set(s["goal_named_codecs"])
 
     def test_speed(self, run):
         _, res = run
         by = {r["method"]: r for r in res["speed"]}
-        assert set(by) == {"ours-av1", "webp", "ours-av1=0.1"}
+        assert set(by) == {"ours-av1", "webp", "ours-av1=0.1", "ours-av1-fast=0.1"}
+        assert (by["ours-av1=0.1"]["effort"], by["ours-av1-fast=0.1"]["effort"]) == ("normal", "fast")
+        assert abs(by["ours-av1-fast=0.1"]["bpp"] / 0.1 - 1) <= 0.1
         assert by["ours-av1"]["target_bpp"] == bench.SPEED_BPP and by["ours-av1=0.1"]["target_bpp"] == 0.1
         assert abs(by["ours-av1=0.1"]["bpp"] / 0.1 - 1) <= 0.1  # the file it timed is a 0.1 bpp file
         for r in by.values():

@@ -54,6 +54,18 @@ def test_compress_info_decompress(tmp_path, png, model_path, photo):
     assert Image.open(big).size == (1000, 700)
 
 
+def test_fast_effort(tmp_path, png, model_path):
+    """--effort fast reaches the rate control of compress(effort="fast"): the same file, within 10%."""
+    from assr_eic.pipeline import compress
+
+    out = tmp_path / "f.assr"
+    run("compress", str(png), "-o", str(out), "--bpp", "0.1", "--effort", "fast", "--model", model_path)
+    data = out.read_bytes()
+    assert abs(len(data) * 8 / (512 * 384) / 0.1 - 1) <= 0.1
+    img = np.asarray(Image.open(png).convert("RGB"))
+    assert data == compress(img, target_bpp=0.1, model=model_path, effort="fast")
+
+
 def test_scale_quality_mode(tmp_path, png, model_path):
     out = tmp_path / "b.assr"
     run("compress", str(png), "-o", str(out), "--scale", "3", "--quality", "0.5", "--model", model_path)
@@ -81,6 +93,8 @@ def files(tmp_path_factory, png, model_path) -> dict[str, str]:
         (["compress", "{png}", "-o", "{tmp}/x.assr"], "give --bpp"),
         (["compress", "{png}", "-o", "{tmp}/x.assr", "--scale", "9", "--quality", "0.5"], "scale must be in"),
         (["compress", "{png}", "-o", "{tmp}/x.assr", "--bpp", "0.00001"], "below what"),
+        (["compress", "{png}", "-o", "{tmp}/x.assr", "--scale", "2", "--quality", "0.5", "--effort", "fast"],
+         "needs --bpp"),  # fmt: skip
         (["compress", "{tmp}/missing.png", "-o", "{tmp}/x.assr", "--bpp", "0.1"], "image not found"),
         (["compress", "{junk}", "-o", "{tmp}/x.assr", "--bpp", "0.1"], "cannot read"),
         (["compress", "{png}", "-o", "{tmp}/x.assr", "--bpp", "0.1", "--model", "{junk}"], "not a readable"),

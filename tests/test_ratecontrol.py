@@ -266,23 +266,67 @@ def test_final_fit_lands_in_the_window_calibrated_on_its_own_misses(model, photo
     assert len(fin.cache) <= 3
 
 
-@pytest.mark.parametrize("gap", [0.1, 1.0])
-def test_a_draft_far_behind_gets_no_final_where_its_lowres_is_large(model, photo, gap):
-    """Of two drafts at large low-res images, the second gets a final encode only within FINAL_GAP_DB of
-    the best; the kept file is the best final either way."""
-    from assr_eic.ratecontrol import FINAL_GAP_DB, Candidate, _best_final
+def _two_drafts(model, photo, gap: float):
+    """The searches at 0.1 bpp and two ranked draft candidates (s = 1 and 1.25) ``gap`` dB apart."""
+    from assr_eic.ratecontrol import Candidate
 
     x, st, fin = _searches(model, photo, 0.1)
     ranked = []
     for s, score in ((1.0, 30.0), (1.25, 30.0 - gap)):
-        sc = quantize_scale(s)
-        hit = st.fit_level(sc, len(st.levels) // 2)
+        hit = st.fit_level(quantize_scale(s), len(st.levels) // 2)
         assert hit is not None
         ranked.append(Candidate(st.enc(*hit), score, *hit))
-    chosen = _best_final(model, x, fin, ranked, st.target)
+    return x, st, fin, ranked
+
+
+@pytest.mark.parametrize("gap", [0.1, 1.0])
+def test_a_draft_far_behind_gets_no_final_where_its_lowres_is_large(model, photo, gap):
+    """Of two drafts at large low-res images, the second gets a final encode only within FINAL_GAP_DB of
+    the best; the kept file is the best final either way."""
+    from assr_eic.ratecontrol import FINAL_CANDIDATES, FINAL_GAP_DB, _best_final
+
+    x, st, fin, ranked = _two_drafts(model, photo, gap)
+    chosen = _best_final(model, x, fin, ranked, st.target, FINAL_CANDIDATES)
     scales = {sc for sc, _ in fin.cache}
     assert scales == ({ranked[0].scale_code} if gap > FINAL_GAP_DB else {c.scale_code for c in ranked})
     assert chosen is not None and fin.fits(len(chosen.data))
+
+
+def test_fast_effort_gives_only_the_best_draft_a_final(model, photo):
+    """With one final (effort "fast") the second draft gets no final encode even 0.1 dB behind, where
+    the normal effort encodes both; the file is the final encode at the best draft's scale."""
+    from assr_eic.ratecontrol import _best_final
+
+    x, st, fin, ranked = _two_drafts(model, photo, 0.1)
+    chosen = _best_final(model, x, fin, ranked, st.target, 1)
+    assert {sc for sc, _ in fin.cache} == {ranked[0].scale_code}
+    assert chosen is not None and fin.fits(len(chosen.data)) and chosen.bitstream.scale_code == ranked[0].scale_code
+
+
+@pytest.mark.parametrize("target", [0.02, 0.1])
+def test_fast_effort_scores_no_better_than_normal(model, photo, target):
+    """The fast file is the first final the normal search also makes, so the normal file's score (the
+    same rate-normalised estimate the search maximises) is at least the fast file's; both land in the
+    window. Where normal keeps the same scale the files are identical."""
+    from assr_eic.pipeline import to_tensor
+    from assr_eic.ratecontrol import _lowres_of, candidate_psnr, score, search
+
+    x = to_tensor(photo)
+    goal = target * x.shape[-2] * x.shape[-1] / 8
+    got = {}
+    for effort in ("normal", "fast"):
+        e = search(model, x, target, "av1", effort=effort)
+        assert abs(len(e.data) / goal - 1) <= 0.1
+        got[effort] = (e, score(candidate_psnr(model, e, _lowres_of(model, e), x), len(e.data), goal))
+    assert got["normal"][1] >= got["fast"][1] - 1e-9
+    normal, fast = got["normal"][0].bitstream, got["fast"][0].bitstream
+    if normal.scale_code == fast.scale_code:
+        assert got["normal"][0].data == got["fast"][0].data
+
+
+def test_unknown_effort_is_one_clear_error(model, photo):
+    with pytest.raises(ValueError, match="unknown effort 'slow'; choose one of normal, fast"):
+        compress(photo, target_bpp=0.05, codec="av1", model=model, effort="slow")
 
 
 def test_parallel_finals_write_the_same_file(model, photo, monkeypatch):

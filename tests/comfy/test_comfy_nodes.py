@@ -120,6 +120,19 @@ class TestEncode:
         bs = out[0][0].bitstream
         assert abs(bs.bpp - target) <= 0.1 * target, bs.bpp
 
+    def test_fast_effort_is_rate_controls(self, nodes, default_model, crops):
+        """The effort input reaches rate control: the node's file is compress(effort="fast")'s; without the
+        input (workflows saved before it existed) the normal effort's."""
+        from assr_eic.pipeline import compress
+
+        kw = dict(image=comfy_image(crops[0]), model=default_model, mode="target bpp", bpp=0.1, scale=4.0)
+        kw.update(quality=0.5, codec="av1", prompt="")
+        fast = run(nodes, "ASSR_Encode", effort="fast", **kw)[0][0]
+        normal = run(nodes, "ASSR_Encode", **kw)[0][0]
+        assert abs(fast.bitstream.bpp - 0.1) <= 0.01
+        assert fast.data == compress(crops[0], target_bpp=0.1, codec="av1", effort="fast")
+        assert normal.data == compress(crops[0], target_bpp=0.1, codec="av1")
+
     def test_prompt_is_stored_and_counted(self, nodes, default_model, crops):
         kw = dict(image=comfy_image(crops[1]), model=default_model, mode="scale + quality", bpp=0.05, scale=4.0)
         kw.update(quality=0.3, codec="av1")

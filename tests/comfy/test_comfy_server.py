@@ -25,7 +25,7 @@ NODES = {
     "ASSR_LoadModel": ({"model_name": "COMBO"}, ["ASSR_MODEL"], False),
     "ASSR_Encode": (
         {"image": "IMAGE", "model": "ASSR_MODEL", "mode": "COMBO", "bpp": "FLOAT", "scale": "FLOAT",
-         "quality": "FLOAT", "codec": "COMBO", "prompt": "STRING"},
+         "quality": "FLOAT", "codec": "COMBO", "prompt": "STRING", "effort": "COMBO"},
         ["ASSR_BITSTREAM"], False,
     ),
     "ASSR_SaveBitstream": ({"bitstream": "ASSR_BITSTREAM", "filename_prefix": "STRING"}, [], True),
@@ -113,6 +113,8 @@ class TestDefinitions:
         assert (enc["quality"][1]["min"], enc["quality"][1]["max"]) == (0.0, 1.0)
         assert enc["mode"][1]["options"] == ["target bpp", "scale + quality"]
         assert object_info["ASSR_Encode"]["input"]["optional"]["prompt"][1]["multiline"] is True
+        effort = object_info["ASSR_Encode"]["input"]["optional"]["effort"]
+        assert effort[1]["options"] == ["normal", "fast"] and effort[1]["default"] == "normal"
         dec = object_info["ASSR_Decode"]["input"]["required"]
         assert dec["size"][1]["options"] == ["original", "factor", "width x height"]
         assert object_info["ASSR_LoadModel"]["input"]["required"]["model_name"][1]["options"][0] == "default (built-in)"
