@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--effort",
         choices=["normal", "fast"],
         default="normal",
-        help="rate control effort with --bpp: fast takes about half the time for slightly lower quality "
-        "(default: normal)",
+        help="rate control effort with --bpp: fast takes half to three quarters of the time for slightly "
+        "lower quality (default: normal)",
     )
     c.add_argument("--prompt", help="short text stored in the file (its bytes count)")
     c.add_argument("--model", help="model file (default: the shipped model)")
