@@ -61,6 +61,27 @@ class TestAV1:
         psnr = -10 * torch.log10(torch.mean((y - x) ** 2)).item()
         assert psnr > 36
 
+    def test_a_one_core_process_writes_the_same_payload(self, photo, tmp_path):
+        """libaom's output differs between 1 and 2+ threads; a process allowed a single core (CPU
+        affinity, as a one-core machine or a pinned container sees it) still writes the same bytes."""
+        import subprocess
+        import sys
+
+        x = to_tensor(photo[:256, :384])
+        np.save(tmp_path / "x.npy", x.numpy())
+        script = (
+            "import os, sys, numpy as np, torch; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from assr_eic.codec.av1 import AV1Codec, encoder_threads; "
+            "x = torch.from_numpy(np.load(sys.argv[1])); "
+            "sys.stdout.buffer.write(bytes([encoder_threads()]) + AV1Codec().encode(x, q, reconstruct=False)"
+            ".streams[0])"
+        )
+        for q in (60, 160):
+            p = subprocess.run([sys.executable, "-c", f"q = {q}; " + script, str(tmp_path / "x.npy")],
+                               capture_output=True, check=True, timeout=120)  # fmt: skip
+            assert p.stdout[0] == 2  # one core, two threads
+            assert p.stdout[1:] == AV1Codec().encode(x, q, reconstruct=False).streams[0]
+
     @pytest.mark.parametrize("effort", ["draft", "fine"])
     def test_other_efforts_give_valid_payloads_of_similar_size(self, photo, effort):
         x = to_tensor(photo[:192, :256])
