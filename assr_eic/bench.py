@@ -4,7 +4,8 @@
 (``assr_eic.train.data.load_eval_set``), for each target bpp it measures
 
 * ``ours-av1`` and ``ours-learned``: ``compress(target_bpp=...)`` (rate control picks s and q), decoded
-  with the fidelity decoder; ``ours-av1-fast`` the same with rate control's ``effort="fast"``;
+  with the fidelity decoder; ``ours-av1-fast`` and ``ours-av1-best`` the same with rate control's
+  ``effort="fast"`` and ``"best"``;
 * ``ours-av1+bicubic`` (ablation): the SAME av1 file, its decoded low-res image upsampled with plain
   bicubic instead of the fidelity decoder (what the learning adds);
 * every classical codec at every scale in ``SCALES`` (``{codec}@{scale}``): the image downscaled by the
@@ -59,8 +60,8 @@ SPEED_EXTRA_BPP = (0.02, 0.1, 0.2)  # ours-av1 only, after the main speed runs
 SPEED_UPSCALE = 1.5  # 512x384 -> 768x576, then the middle 768x512
 SPEED_SIZE = (768, 512)  # width, height
 TOLERANCE = 0.1  # rate control must land within +-10% of the target
-OURS = ("ours-av1", "ours-av1-fast", "ours-learned")
-FAST = "ours-av1-fast"
+OURS = ("ours-av1", "ours-av1-fast", "ours-av1-best", "ours-learned")
+EFFORT_VARIANTS = ("ours-av1-fast", "ours-av1-best")  # ours-av1 at rate control's other efforts
 ABLATION = "ours-av1+bicubic"
 ENVELOPE = "best-classical"
 ENVELOPE_MSSSIM = "best-classical-msssim"
@@ -248,7 +249,7 @@ def _row(method: str, image: str, target: float, hw: tuple[int, int], **kw) -> d
 
 
 def ours_spec(spec: str) -> tuple[str, str]:
-    """"av1" -> ("av1", "normal"), "av1-fast" -> ("av1", "fast"): our base codec and rate control effort."""
+    """"av1" -> ("av1", "normal"), "av1-fast" -> ("av1", "fast"): our base codec and rate control's effort."""
     codec, _, effort = spec.partition("-")
     return codec, effort or "normal"
 
@@ -699,7 +700,8 @@ def _speed_text(r: dict) -> str:
 PLOT_STYLE = {
     "ours-av1": dict(color="tab:red", marker="o", lw=2.2),
     "ours-learned": dict(color="tab:purple", marker="s", lw=2.2),
-    FAST: dict(color="tab:red", marker="o", lw=1.2, ls="--", ms=4),
+    "ours-av1-fast": dict(color="tab:red", marker="o", lw=1.2, ls="--", ms=4),
+    "ours-av1-best": dict(color="darkred", marker="o", lw=1.0, ls="-", ms=3),
     ABLATION: dict(color="tab:red", marker="o", lw=1.2, ls=":", mfc="none"),
     ENVELOPE: dict(color="black", marker="", lw=1.8, ls="--"),
     ENVELOPE_MSSSIM: dict(color="black", marker="", lw=1.8, ls="--"),
@@ -800,7 +802,8 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
     n = len(result["config"]["images"])
     cols = [
         ("ours-av1", "ours (av1)"),
-        (FAST, "ours (av1, fast)"),
+        ("ours-av1-fast", "ours (av1, fast)"),
+        ("ours-av1-best", "ours (av1, best)"),
         ("ours-learned", "ours (learned)"),
         (ABLATION, "av1 + bicubic (ablation)"),
         ("avif@1", "AVIF"),
@@ -895,28 +898,28 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
                 f"{g['ms_ssim_gain']:+.4f} | {met(g)} | {rest} |"
             )
         L.append("")
-        fast = s.get("goal_fast_named_codecs") or {}
-        if fast:
-            pairs = {(r["image"], r["target_bpp"]): r["bytes"] for r in result["rows"] if r["method"] == "ours-av1"}
+        pairs = {(r["image"], r["target_bpp"]): r["bytes"] for r in result["rows"] if r["method"] == "ours-av1"}
+        for m, gains in (s.get("goal_efforts_named_codecs") or {}).items():
+            if not gains:
+                continue
             ratio = [
                 r["bytes"] / pairs[(r["image"], r["target_bpp"])]
                 for r in result["rows"]
-                if r["method"] == FAST and r["bytes"] and pairs.get((r["image"], r["target_bpp"]))
+                if r["method"] == m and r["bytes"] and pairs.get((r["image"], r["target_bpp"]))
             ]
             sizes = (
-                f" (the fast files are {min(ratio):.2f}-{max(ratio):.2f} times that size, "
-                f"{np.mean(ratio):.3f} on average)"
+                f" (its files are {min(ratio):.2f}-{max(ratio):.2f} times that size, {np.mean(ratio):.3f} on average)"
                 if ratio
                 else ""
             )
             L += [
-                f"{FAST} (rate control's fast effort) against {', '.join(c.upper() for c in GOAL_CODECS)}, "
-                f"whose files have the size of the ours-av1 file{sizes}, "
+                f"{m} (rate control's {m.rpartition('-')[2]} effort) against "
+                f"{', '.join(c.upper() for c in GOAL_CODECS)}, whose files have the size of the ours-av1 file{sizes}, "
                 "PSNR gain (mean, smallest) / MS-SSIM gain: "
                 + "; ".join(
                     f"{k} bpp {g['psnr_gain_db']:+.2f}, {g['psnr_gain_min_db']:+.2f} dB / {g['ms_ssim_gain']:+.4f} "
                     f"({'met' if g['met'] else 'not met'})"
-                    for k, g in fast.items()
+                    for k, g in gains.items()
                 ),
                 "",
             ]
@@ -949,7 +952,7 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
             if r["method"].startswith("ours-"):
                 note = (
                     f"target {r['target_bpp']:g} bpp, rate control included"
-                    + (" (fast effort)" if r["method"].startswith(FAST) else "")
+                    + (f" ({r['effort']} effort)" if r.get("effort", "normal") != "normal" else "")
                     + f"; {r.get('torch_threads')} torch thread(s); "
                     f"{_fmt(r.get('bpp'), '.4f')} bpp; model load {_fmt(r.get('load_ms'), '.0f')} ms"
                 )
@@ -1094,7 +1097,7 @@ def run(args: argparse.Namespace) -> dict:
                     row, dec = run_ours(model, img, name, t, spec)
                     rows.append(row)
                     decs[spec] = dec
-                    if t == grid_bpp and name in grid and dec is not None and row["method"] != FAST:
+                    if t == grid_bpp and name in grid and dec is not None and row["method"] not in EFFORT_VARIANTS:
                         grid[name].append((row["method"], row, dec.rgb))
                 budget, budget_from = math.floor(t * H * W / 8), "target"
                 if "av1" in our_codecs:
@@ -1158,7 +1161,9 @@ def run(args: argparse.Namespace) -> dict:
         "landing": landing(rows),
         "goal": goal_check(rows, targets),
         "goal_named_codecs": goal_check(rows, targets, codecs=GOAL_CODECS),
-        "goal_fast_named_codecs": goal_check(rows, targets, method=FAST, codecs=GOAL_CODECS),
+        "goal_efforts_named_codecs": {
+            m: goal_check(rows, targets, method=m, codecs=GOAL_CODECS) for m in EFFORT_VARIANTS if m in curves
+        },
         "methods": method_order(rows, codecs),
     }
     speed = []
@@ -1169,7 +1174,7 @@ def run(args: argparse.Namespace) -> dict:
             else [m for c in our_codecs for m in ((f"ours-{c}", f"ours-{c}/1t") if "-" not in c else (f"ours-{c}",))]
             + codecs
             # rate control's choices, hence the time, depend on the rate: ours-av1 across the range too
-            + [f"ours-{c}={b:g}" for c in ("av1", "av1-fast") if c in our_codecs for b in SPEED_EXTRA_BPP]
+            + [f"ours-{c}={b:g}" for c in ("av1", "av1-fast", "av1-best") if c in our_codecs for b in SPEED_EXTRA_BPP]
         )
         log(f"speed and memory: {len(methods)} fresh processes, {SPEED_UPSCALE:g}x {names[0]}, {args.speed_bpp:g} bpp")
         speed = run_speed(images[names[0]], methods, args.speed_bpp, args.model)
@@ -1227,8 +1232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", help="comma-separated classical downscale factors (default: 1,1.5,2,3,4,6)")
     p.add_argument(
         "--ours",
-        default="av1,av1-fast,learned",
-        help="our base codecs to run, -fast for rate control's fast effort (default: av1,av1-fast,learned)",
+        default="av1,av1-fast,av1-best,learned",
+        help="our base codecs to run, with -fast or -best for rate control's other efforts "
+        "(default: av1,av1-fast,av1-best,learned)",
     )
     p.add_argument("--cache", default=".cache/bench/classical.json", help="classical-codec cache ('none': off)")
     p.add_argument(
@@ -1239,8 +1245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--speed-methods",
         help="comma-separated methods for the speed runs; ours-X/1t limits torch to 1 thread, METHOD=BPP runs it "
-        "at another target (default: ours-av1, ours-av1/1t, ours-av1-fast, ours-learned, ours-learned/1t, every "
-        "classical codec, then ours-av1 and ours-av1-fast at 0.02, 0.1 and 0.2 bpp)",
+        "at another target (default: ours-av1, ours-av1/1t, ours-av1-fast, ours-av1-best, ours-learned, "
+        "ours-learned/1t, every classical codec, then the three ours-av1 efforts at 0.02, 0.1 and 0.2 bpp)",
     )
     p.add_argument("--no-speed", action="store_true", help="skip the speed and memory subprocesses")
     p.add_argument("--speed-worker", help=argparse.SUPPRESS)

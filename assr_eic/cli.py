@@ -138,10 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", choices=["av1", "learned"], help="base codec (default: the model's)")
     c.add_argument(
         "--effort",
-        choices=["normal", "fast"],
+        choices=["normal", "fast", "best"],
         default="normal",
-        help="rate control effort with --bpp: fast takes half to three quarters of the time for slightly "
-        "lower quality (default: normal)",
+        help="rate control effort with --bpp: fast is quicker for slightly lower quality; best spends more "
+        "time from 0.1 bpp up for a little more (default: normal)",
     )
     c.add_argument("--prompt", help="short text stored in the file (its bytes count)")
     c.add_argument("--model", help="model file (default: the shipped model)")

@@ -238,8 +238,8 @@ def compress(
     Give either ``target_bpp`` (rate control picks the scale s and quality q per image) or both
     ``scale`` (s in [1, 8]) and ``quality`` (q in [0, 1]). ``codec`` is "av1" or "learned" (default:
     the model's). ``prompt`` is stored in the file (its bytes count in the bpp). ``effort`` is rate
-    control's: "normal", or "fast" (half to three quarters of the encode time for slightly lower quality,
-    see :mod:`assr_eic.ratecontrol`).
+    control's: "normal", "fast" (quicker, slightly lower quality) or "best" (slower from 0.1 bpp up, a
+    little better there); see :mod:`assr_eic.ratecontrol`.
     """
     model = model if isinstance(model, ASSRModel) else load_model(model)
     codec = codec or model.config["default_codec"]

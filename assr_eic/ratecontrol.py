@@ -22,11 +22,15 @@ Kodak: the earlier ranking, the decoder on a fixed quarter of the image, missed 
 little, so there the search spends more: the codec's slower "fine" effort, and a third final at the
 scale between the two best finals.
 
-Effort (:data:`EFFORTS`): ``normal`` as above; ``fast`` gives a final encode to the best draft only (the
-second-best scale's final is what costs most at the higher rates, where both low-res images are large).
-On the Kodak crops ``fast`` takes 45-77% of the encode time for 0.02-0.13 dB less; where the drafts
-misrank the scales it loses more (0.4 dB on an upscaled 2048x2048 photo; figures in the model card).
-Codecs without a draft mode search the same way at either effort.
+Effort (:data:`EFFORTS`): ``best`` as above. ``normal`` (the default) also gives the second-best scale
+a final encode only while the two finals together code at most :data:`FINAL_PIXEL_BUDGET` of the image's
+pixels: at the higher rates both low-res images are nearly full size, and the second final is what
+takes the encode of a 768x512 image past 1 s. ``fast`` gives a final encode to the best draft only. On
+the Kodak crops ``normal`` is ``best`` at 0.005-0.05 bpp and ``fast`` from 0.1 up (-0.06 dB at 0.1,
+-0.02 at 0.2, 0 at 0.3); ``fast`` takes 45-77% of ``best``'s encode time for 0.02-0.13 dB less. Where
+the drafts misrank the scales one final loses more (0.4 dB on an upscaled 2048x2048 photo at 0.05 bpp,
+where ``normal`` keeps both; figures in the model card). Codecs without a draft mode search the same
+way at every effort.
 """
 
 from __future__ import annotations
@@ -67,7 +71,11 @@ FINE_FRACTION = 1 / 16
 # Together on the Kodak crops: +0.10 dB at 0.01 bpp, +0.08 at 0.02 (rate-normalised, never worse)
 REFINE_FRACTION = 1 / 8
 FINAL_CANDIDATES = 2  # best drafts re-encoded by the final encoder, then compared
-EFFORTS = ("normal", "fast")  # rate control's effort: see the module docstring
+EFFORTS = ("normal", "fast", "best")  # rate control's effort, the default first: see the module docstring
+# image pixels the normal effort's first two final encodes may code together (both low-res images' pixels
+# over the image's): on the Kodak crops the two best scales' sum is at most 1.12 at 0.005-0.05 bpp and at
+# least 1.39 from 0.1 bpp up (s = 1 and 1.4-1.7), where at 768x512 the two finals take 0.7-0.9 s of 2 cores
+FINAL_PIXEL_BUDGET = 1.25
 FINAL_THREADS = 2  # the first final fits run side by side (libaom releases the GIL)
 # a draft this far (dB of score) behind the best one gets no final encode unless its low-res image is
 # small (REFINE_FRACTION): on 17 training photos at 768x512 and 0.05-0.3 bpp, the second final never won
@@ -206,9 +214,13 @@ class _Search:
                 return prev if prev != g and abs(log_err(prev)) < abs(log_err(h)) else h
         return h
 
+    def fraction(self, sc: int) -> float:
+        """The low-res image's pixels at scale code ``sc`` over the image's."""
+        return math.prod(lowres_size(*self.x.shape[-2:], sc)) / self.pixels
+
     def small(self, sc: int, fraction: float) -> bool:
         """Whether the low-res image at scale code ``sc`` has at most ``fraction`` of the image's pixels."""
-        return math.prod(lowres_size(*self.x.shape[-2:], sc)) <= fraction * self.pixels
+        return self.fraction(sc) <= fraction
 
     def nudge_scale(self, sc: int, qi: int) -> tuple[int, int] | None:
         """Level ``qi`` overshoots at ``sc``: coarsen s (bytes ~ 1/s**2) until the file fits."""
@@ -411,17 +423,20 @@ def search(
     if has_draft:
         if progress:
             progress(total - 1, total)
-        n_finals = FINAL_CANDIDATES if effort == "normal" else 1
-        chosen = _best_final(model, x, fin, ranked, target, n_finals) or chosen
+        n_finals = 1 if effort == "fast" else FINAL_CANDIDATES
+        budget = FINAL_PIXEL_BUDGET if effort == "normal" else math.inf
+        chosen = _best_final(model, x, fin, ranked, target, n_finals, budget) or chosen
     return _finish(model, chosen, x, progress, total)
 
 
 def _best_final(
-    model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Candidate], target: float, n_finals: int
+    model: ASSRModel, x: torch.Tensor, fin: _Search, ranked: list[Candidate], target: float, n_finals: int,
+    pixel_budget: float = math.inf,
 ):  # fmt: skip
     """The final encoder fitted at the ``n_finals`` best drafts' scales (from each draft's level) and, where
     the low-res image is small, at the scale between the two best finals; the best file by :func:`score`.
-    None when no final encode lands in the window.
+    None when no final encode lands in the window. Only the best draft gets a final where the first fits
+    together would code more than ``pixel_budget`` times the image's pixels.
 
     The first ``n_finals`` fits run side by side in threads: on 2 cores two libaom encodes
     at once take about 85% of the time of one after the other. A draft :data:`FINAL_GAP_DB` behind the
@@ -434,6 +449,8 @@ def _best_final(
 
     near = ranked[0].score - FINAL_GAP_DB
     tries = [c for c in ranked if c.score > near or fin.small(c.scale_code, REFINE_FRACTION)][:n_finals]
+    if sum(fin.fraction(c.scale_code) for c in tries) > pixel_budget:
+        tries = tries[:1]
     # only the encodes run in threads: scoring in them too (torch beside libaom on 2 cores) made whole
     # searches slower than none at all
     with ThreadPoolExecutor(FINAL_THREADS) as pool:

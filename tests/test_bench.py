@@ -50,7 +50,7 @@ class TestQuickRun:
     def test_rows(self, run):
         _, res = run
         classical = [f"{c}@{s:g}" for c in CODECS for s in SCALES] + [f"{c}@best" for c in CODECS]
-        for method in ["ours-av1", "ours-av1-fast", "ours-learned", "ours-av1+bicubic", *classical, "best-classical"]:
+        for method in [*bench.OURS, "ours-av1+bicubic", *classical, "best-classical"]:
             for t in TARGETS:
                 (row,) = rows_of(res, method, t)
                 assert row["image"] == IMAGE
@@ -130,7 +130,10 @@ class TestQuickRun:
         text = (out / "summary.md").read_text()
         assert "| target bpp |" in text and "| 0.02 |" in text and "| 0.1 |" in text and "BD-rate" in text
         # rate control's fast effort: its own column, and its goal margins next to the normal effort's
-        assert "ours (av1, fast)" in text and set(s["goal_fast_named_codecs"]) == set(s["goal_named_codecs"])
+        assert "ours (av1, fast)" in text and "ours (av1, best)" in text
+        efforts = s["goal_efforts_named_codecs"]
+        assert set(efforts) == set(bench.EFFORT_VARIANTS)
+        assert all(set(g) == set(s["goal_named_codecs"]) for g in efforts.values())
 
     def test_speed(self, run):
         _, res = run

@@ -266,13 +266,13 @@ def test_final_fit_lands_in_the_window_calibrated_on_its_own_misses(model, photo
     assert len(fin.cache) <= 3
 
 
-def _two_drafts(model, photo, gap: float):
-    """The searches at 0.1 bpp and two ranked draft candidates (s = 1 and 1.25) ``gap`` dB apart."""
+def _two_drafts(model, photo, gap: float, scales: tuple[float, float] = (1.0, 1.25)):
+    """The searches at 0.1 bpp and two ranked draft candidates at ``scales``, ``gap`` dB apart."""
     from assr_eic.ratecontrol import Candidate
 
     x, st, fin = _searches(model, photo, 0.1)
     ranked = []
-    for s, score in ((1.0, 30.0), (1.25, 30.0 - gap)):
+    for s, score in zip(scales, (30.0, 30.0 - gap), strict=True):
         hit = st.fit_level(quantize_scale(s), len(st.levels) // 2)
         assert hit is not None
         ranked.append(Candidate(st.enc(*hit), score, *hit))
@@ -303,36 +303,54 @@ def test_fast_effort_gives_only_the_best_draft_a_final(model, photo):
     assert chosen is not None and fin.fits(len(chosen.data)) and chosen.bitstream.scale_code == ranked[0].scale_code
 
 
+def test_normal_effort_gives_the_second_draft_a_final_within_the_pixel_budget(model, photo):
+    """Two drafts 0.1 dB apart: at s = 1 and 1.25 (1.64 image pixels together) the normal effort's budget
+    leaves the second without a final, which the best effort (no budget) encodes; at s = 2 and 2.5
+    (0.41 image pixels) both get one."""
+    from assr_eic.ratecontrol import FINAL_CANDIDATES, FINAL_PIXEL_BUDGET, _best_final
+
+    for scales, both in (((1.0, 1.25), False), ((2.0, 2.5), True)):
+        for budget in (FINAL_PIXEL_BUDGET, math.inf):
+            x, st, fin, ranked = _two_drafts(model, photo, 0.1, scales)
+            assert (sum(fin.fraction(c.scale_code) for c in ranked) <= FINAL_PIXEL_BUDGET) == both
+            chosen = _best_final(model, x, fin, ranked, st.target, FINAL_CANDIDATES, budget)
+            tried = {sc for sc, _ in fin.cache}
+            assert tried == ({c.scale_code for c in ranked} if both or budget == math.inf else {ranked[0].scale_code})
+            assert chosen is not None and fin.fits(len(chosen.data))
+
+
 @pytest.mark.parametrize("target", [0.02, 0.1])
-def test_fast_effort_scores_no_better_than_normal(model, photo, target):
-    """The fast file is the first final the normal search also makes, so the normal file's score (the
-    same rate-normalised estimate the search maximises) is at least the fast file's; both land in the
-    window. Where normal keeps the same scale the files are identical."""
+def test_efforts_score_in_order(model, photo, target):
+    """Each effort's final encodes include the next faster one's (fast: the best draft's; normal: also the
+    second's within the pixel budget; best: without it), so by the rate-normalised estimate the search
+    maximises best >= normal >= fast; every file lands in the window, and where two efforts keep the same
+    scale their files are identical."""
     from assr_eic.pipeline import to_tensor
-    from assr_eic.ratecontrol import _lowres_of, candidate_psnr, score, search
+    from assr_eic.ratecontrol import EFFORTS, _lowres_of, candidate_psnr, score, search
 
     x = to_tensor(photo)
     goal = target * x.shape[-2] * x.shape[-1] / 8
     got = {}
-    for effort in ("normal", "fast"):
+    for effort in EFFORTS:
         e = search(model, x, target, "av1", effort=effort)
         assert abs(len(e.data) / goal - 1) <= 0.1
         got[effort] = (e, score(candidate_psnr(model, e, _lowres_of(model, e), x), len(e.data), goal))
-    assert got["normal"][1] >= got["fast"][1] - 1e-9
-    normal, fast = got["normal"][0].bitstream, got["fast"][0].bitstream
-    if normal.scale_code == fast.scale_code:
-        assert got["normal"][0].data == got["fast"][0].data
+    assert got["best"][1] >= got["normal"][1] - 1e-9 and got["normal"][1] >= got["fast"][1] - 1e-9
+    for a, b in (("best", "normal"), ("normal", "fast")):
+        if got[a][0].bitstream.scale_code == got[b][0].bitstream.scale_code:
+            assert got[a][0].data == got[b][0].data
 
 
 def test_unknown_effort_is_one_clear_error(model, photo):
-    with pytest.raises(ValueError, match="unknown effort 'slow'; choose one of normal, fast"):
+    with pytest.raises(ValueError, match="unknown effort 'slow'; choose one of normal, fast, best"):
         compress(photo, target_bpp=0.05, codec="av1", model=model, effort="slow")
 
 
 def test_parallel_finals_write_the_same_file(model, photo, monkeypatch):
-    """The final fits run side by side in threads; the file is byte for byte the one-thread file."""
+    """The final fits run side by side in threads (two at 0.1 bpp with the best effort, which has no
+    pixel budget); the file is byte for byte the one-thread file."""
     import assr_eic.ratecontrol as rc
 
-    two = compress(photo, target_bpp=0.1, codec="av1", model=model)
+    two = compress(photo, target_bpp=0.1, codec="av1", model=model, effort="best")
     monkeypatch.setattr(rc, "FINAL_THREADS", 1)
-    assert compress(photo, target_bpp=0.1, codec="av1", model=model) == two
+    assert compress(photo, target_bpp=0.1, codec="av1", model=model, effort="best") == two

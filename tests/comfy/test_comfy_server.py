@@ -114,7 +114,7 @@ class TestDefinitions:
         assert enc["mode"][1]["options"] == ["target bpp", "scale + quality"]
         assert object_info["ASSR_Encode"]["input"]["optional"]["prompt"][1]["multiline"] is True
         effort = object_info["ASSR_Encode"]["input"]["optional"]["effort"]
-        assert effort[1]["options"] == ["normal", "fast"] and effort[1]["default"] == "normal"
+        assert effort[1]["options"] == ["normal", "fast", "best"] and effort[1]["default"] == "normal"
         dec = object_info["ASSR_Decode"]["input"]["required"]
         assert dec["size"][1]["options"] == ["original", "factor", "width x height"]
         assert object_info["ASSR_LoadModel"]["input"]["required"]["model_name"][1]["options"][0] == "default (built-in)"
