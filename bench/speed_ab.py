@@ -7,10 +7,11 @@ different runs cannot be compared. This runs the benchmark's speed worker (``ass
 process, rate control included, the second call timed) for each version in turn, rep by rep, on the
 benchmark's 768x512 image, and reports medians, minima and the ratio of medians. The baseline is checked
 out into a temporary git worktree and runs with its own shipped model. Writes ``speed_ab.json`` and
-``speed_ab.png``. ``--method`` and ``--baseline-method`` pick the speed worker's method for each side, so
-one run also compares rate control's efforts:
+``speed_ab.png``. ``--method`` (one or several, comma-separated, all from the working tree) and
+``--baseline-method`` pick the speed worker's methods, so one run also compares rate control's efforts:
 
-    python bench/speed_ab.py --baseline HEAD --method ours-av1-fast --out bench/results/speed_fast
+    python bench/speed_ab.py --baseline HEAD --baseline-method ours-av1-best \
+        --method ours-av1,ours-av1-fast --out bench/results/speed_efforts
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bpps = result["bpp"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for k, (name, color) in enumerate((("baseline", "tab:gray"), ("current", "tab:blue"))):
-        xs = np.arange(len(bpps)) + (k - 0.5) * 0.36
-        runs = [result[name][str(b)]["ms"] for b in bpps]
-        ax.bar(xs, [np.median(r) for r in runs], 0.34, color=color, alpha=0.6, label=f"{name}: {result[name]['label']}")
+    bpps, sides = result["bpp"], result["sides"]
+    colors = ["tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    width = 0.8 / len(sides)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for k, (name, side) in enumerate(sides.items()):
+        xs = np.arange(len(bpps)) + (k - (len(sides) - 1) / 2) * width
+        runs = [side["runs"][str(b)]["ms"] for b in bpps]
+        color = colors[k % len(colors)]
+        ax.bar(xs, [np.median(r) for r in runs], width * 0.95, color=color, alpha=0.6, label=f"{name}: {side['label']}")
         for x, r in zip(xs, runs, strict=True):
             ax.scatter([x] * len(r), r, s=10, color=color)
     ax.axhline(1000, color="tab:red", lw=1, ls="--", label="1 s target")
@@ -70,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", default="0.02,0.05,0.1,0.2")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--out", default="bench/results/speed_ab")
-    p.add_argument("--method", default="ours-av1", help="the working tree's speed-worker method (ours-av1-fast, ...)")
+    p.add_argument(
+        "--method",
+        default="ours-av1",
+        help="the working tree's speed-worker method, or several, comma-separated (ours-av1-fast, ...)",
+    )
     p.add_argument("--baseline-method", default="ours-av1", help="the baseline's speed-worker method")
     a = p.parse_args(argv)
     from PIL import Image
@@ -87,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     current = f"{head.stdout.strip()}{' + uncommitted changes' if dirty else ''}"
-    result: dict = {
-        "bpp": bpps,
-        "reps": a.reps,
-        "baseline": {"label": f"{rev} {a.baseline_method}", "method": a.baseline_method},
-        "current": {"label": f"{current} {a.method}", "method": a.method},
-    }
+    methods = a.method.split(",")
+    result: dict = {"bpp": bpps, "reps": a.reps, "sides": {}}
+    result["sides"]["baseline"] = {"label": f"{rev} {a.baseline_method}", "method": a.baseline_method, "runs": {}}
+    for m in methods:
+        name = "current" if len(methods) == 1 else f"current {m}"
+        result["sides"][name] = {"label": f"{current} {m}", "method": m, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="assr-speed-ab-") as tmp:
         base = Path(tmp) / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), rev], check=True)
@@ -100,19 +108,22 @@ def main(argv: list[str] | None = None) -> int:
             image = Path(tmp) / "speed.png"
             speed_image(np.asarray(Image.open(kodim03).convert("RGB"))).save(image)
             for rep in range(a.reps):
-                for name, tree in (("baseline", base), ("current", ROOT)):
+                for name, side in result["sides"].items():
+                    tree = base if name == "baseline" else ROOT
                     for b in bpps:
-                        r = time_once(tree, image, b, tmp, result[name]["method"])
-                        runs = result[name].setdefault(str(b), {"ms": [], "bytes": r["bytes"]})
+                        r = time_once(tree, image, b, tmp, side["method"])
+                        runs = side["runs"].setdefault(str(b), {"ms": [], "bytes": r["bytes"]})
                         runs["ms"].append(r["warm_encode_ms"] + r["warm_decode_ms"])
                         ms = runs["ms"][-1]
                         print(f"rep {rep + 1}/{a.reps} {name:8s} {b:g} bpp: {ms:.0f} ms, {r['bytes']} B", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
     for b in bpps:
-        meds = [float(np.median(result[n][str(b)]["ms"])) for n in ("baseline", "current")]
-        result.setdefault("ratio_of_medians", {})[str(b)] = meds[1] / meds[0]
-        print(f"{b:g} bpp: baseline {meds[0]:.0f} ms, current {meds[1]:.0f} ms (x{meds[1] / meds[0]:.2f})")
+        med = {n: float(np.median(side["runs"][str(b)]["ms"])) for n, side in result["sides"].items()}
+        for n in med:
+            if n != "baseline":
+                result.setdefault("ratio_of_medians", {}).setdefault(n, {})[str(b)] = med[n] / med["baseline"]
+        print(f"{b:g} bpp: " + ", ".join(f"{n} {v:.0f} ms" for n, v in med.items()))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed_ab.json").write_text(json.dumps(result, indent=1))
