@@ -74,7 +74,7 @@ FINAL_CANDIDATES = 2  # best drafts re-encoded by the final encoder, then compar
 EFFORTS = ("normal", "fast", "best")  # rate control's effort, the default first: see the module docstring
 # image pixels the normal effort's first two final encodes may code together (both low-res images' pixels
 # over the image's): on the Kodak crops the two best scales' sum is at most 1.12 at 0.005-0.05 bpp and at
-# least 1.39 from 0.1 bpp up (s = 1 and 1.4-1.7), where at 768x512 the two finals take 0.7-0.9 s of 2 cores
+# least 1.39 from 0.1 bpp up (s = 1 and 1.3-1.6), where at 768x512 the two finals take 0.7-0.9 s of 2 cores
 FINAL_PIXEL_BUDGET = 1.25
 FINAL_THREADS = 2  # the first final fits run side by side (libaom releases the GIL)
 # a draft this far (dB of score) behind the best one gets no final encode unless its low-res image is
