@@ -256,7 +256,7 @@ def ours_spec(spec: str) -> tuple[str, str]:
 
 def run_ours(model, img: np.ndarray, name: str, target: float, spec: str) -> tuple[dict, object | None]:
     """One of our files: compress at ``target`` (rate control), decode. Returns (row, Decoded or None).
-    ``spec``: the base codec, with "-fast" for rate control's fast effort (:func:`ours_spec`)."""
+    ``spec``: the base codec, with "-fast" or "-best" for rate control's other efforts (:func:`ours_spec`)."""
     from .metrics import ms_ssim, psnr
     from .pipeline import compress, decode, to_uint8
     from .ratecontrol import RateError
