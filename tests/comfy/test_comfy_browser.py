@@ -1,5 +1,7 @@
 """The pack on the real canvas: headless Chromium opens ComfyUI, loads a workflow from workflows/, queues
-it, and the output image appears in the graph. Saves docs/screenshot_canvas.png."""
+it, and the output image appears in the graph. The screenshot goes to a temporary folder, or with
+ASSR_UPDATE_SCREENSHOT=1 to docs/screenshot_canvas.png (the README's picture), so a test run leaves the
+clone as it was."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 
 import harness
 import numpy as np
@@ -23,7 +26,7 @@ def strip_meta(prompt: dict) -> dict:
     return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
 
 
-async def canvas_session(server, name: str, workflow: dict, assr_bytes: bytes) -> dict:
+async def canvas_session(server, name: str, workflow: dict, assr_bytes: bytes, screenshot) -> dict:
     seen = {}
     async with harness.Browser(1280, 800) as b:
         await harness.open_canvas(b, server)
@@ -46,7 +49,7 @@ async def canvas_session(server, name: str, workflow: dict, assr_bytes: bytes) -
         )
         await b.eval("(async () => { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); return 1 })()")
         await asyncio.sleep(1.5)  # let the canvas draw
-        await b.screenshot(SCREENSHOT)
+        await b.screenshot(screenshot)
 
         # the pack's upload path: a .assr file dropped on Load ASSR Bitstream lands in the input folder
         data = json.dumps(base64.b64encode(assr_bytes).decode())
@@ -68,11 +71,12 @@ async def canvas_session(server, name: str, workflow: dict, assr_bytes: bytes) -
     return seen
 
 
-def test_workflow_runs_on_the_canvas(server, object_info):
+def test_workflow_runs_on_the_canvas(server, object_info, tmp_path):
     name = "assr_compress_and_save"
     workflow = harness.load_workflow(name)
     assr = harness.example_bitstream(server.input_dir / "astronaut.png")
-    seen = asyncio.run(canvas_session(server, name, workflow, assr))
+    screenshot = SCREENSHOT if os.environ.get("ASSR_UPDATE_SCREENSHOT") == "1" else tmp_path / SCREENSHOT.name
+    seen = asyncio.run(canvas_session(server, name, workflow, assr, screenshot))
 
     assert strip_meta(seen["frontend_prompt"]) == strip_meta(harness.ui_to_api(seen["graph"], object_info))
     assert seen["natural"] == [600, 400], "the decoded photo is shown on the Save Image node"
@@ -83,10 +87,10 @@ def test_workflow_runs_on_the_canvas(server, object_info):
     assert (server.input_dir / "dropped.assr").read_bytes() == assr
     assert not [c for c in seen["console"] if "assr_eic" in c and "EXCEPTION" in c]
 
-    raw = SCREENSHOT.read_bytes()
+    raw = screenshot.read_bytes()
     shot = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
     assert shot.shape == (800, 1280, 3)
     assert shot.std() > 20, "the screenshot shows a drawn canvas, not a blank page"
     if len(raw) > MAX_SCREENSHOT_BYTES:  # keep the committed picture small: 256 colours are plenty for a UI shot
-        Image.fromarray(shot).quantize(256, dither=Image.Dither.NONE).save(SCREENSHOT, optimize=True)
-    assert SCREENSHOT.stat().st_size < MAX_SCREENSHOT_BYTES
+        Image.fromarray(shot).quantize(256, dither=Image.Dither.NONE).save(screenshot, optimize=True)
+    assert screenshot.stat().st_size < MAX_SCREENSHOT_BYTES
