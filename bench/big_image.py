@@ -1,6 +1,6 @@
 """Peak memory and wall time of compress / decompress from 512^2 to 4096^2 pixels, each in a fresh process.
 
-    python bench/big_image.py --out bench/results/big_image
+    python bench/big_image.py --out bench/results/big_image [--effort fast]
 
 Each size runs twice in a fresh subprocess (torch on 1 thread): ``encode`` (rate control to a target
 bpp: downsampling at several scales, base-codec encodes, sampled reconstructions) and ``decode`` (base
@@ -43,7 +43,7 @@ def test_image(n: int):
     return np.asarray(im.resize((n, n), Image.BICUBIC))
 
 
-def worker(phase: str, n: int, codec: str, bpp: float, path: str) -> dict:
+def worker(phase: str, n: int, codec: str, bpp: float, path: str, effort: str = "normal") -> dict:
     import numpy as np
     import torch
 
@@ -58,7 +58,7 @@ def worker(phase: str, n: int, codec: str, bpp: float, path: str) -> dict:
         image = test_image(n)
         base = _rss_mb()
         t = time.perf_counter()
-        data = compress(image, target_bpp=bpp, codec=codec, model=model)
+        data = compress(image, target_bpp=bpp, codec=codec, model=model, effort=effort)
         dt = time.perf_counter() - t
         Path(path).write_bytes(data)
         from assr_eic.bitstream import parse
@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default=",".join(map(str, SIZES)))
     p.add_argument("--codec", default="av1", choices=["av1", "learned"])
     p.add_argument("--bpp", type=float, default=0.05, help="rate-control target")
-    p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--effort", default="normal", choices=["normal", "fast", "best"], help="rate control's effort")
+    p.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        phase, n, codec, bpp, path = a.worker
-        print(json.dumps(worker(phase, int(n), codec, float(bpp), path)))
+        phase, n, codec, bpp, path, effort = a.worker
+        print(json.dumps(worker(phase, int(n), codec, float(bpp), path, effort)))
         return 0
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in (int(v) for v in a.sizes.split(",")):
         for phase in ("encode", "decode"):
             f = out / f"tmp_{n}.assr"
-            cmd = [sys.executable, __file__, "--worker", phase, str(n), a.codec, str(a.bpp), str(f)]
+            cmd = [sys.executable, __file__, "--worker", phase, str(n), a.codec, str(a.bpp), str(f), a.effort]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(r)
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "bench/big_image.py", *(argv if argv is not None else sys.argv[1:])]),
         "codec": a.codec,
         "target_bpp": a.bpp,
+        "effort": a.effort,
         "results": results,
     }
     for phase in ("encode", "decode"):
