@@ -129,7 +129,7 @@ class TestQuickRun:
         assert s["landing"]["ours-av1"]["files"] >= 1
         text = (out / "summary.md").read_text()
         assert "| target bpp |" in text and "| 0.02 |" in text and "| 0.1 |" in text and "BD-rate" in text
-        # rate control's fast effort: its own column, and its goal margins next to the normal effort's
+        # rate control's other efforts: their own columns, and their goal margins next to the default's
         assert "ours (av1, fast)" in text and "ours (av1, best)" in text
         efforts = s["goal_efforts_named_codecs"]
         assert set(efforts) == set(bench.EFFORT_VARIANTS)
