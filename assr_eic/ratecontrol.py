@@ -76,6 +76,10 @@ EFFORTS = ("normal", "fast", "best")  # rate control's effort, the default first
 # over the image's): on the Kodak crops the two best scales' sum is at most 1.12 at 0.005-0.05 bpp and at
 # least 1.39 from 0.1 bpp up (s = 1 and 1.3-1.6), where at 768x512 the two finals take 0.7-0.9 s of 2 cores
 FINAL_PIXEL_BUDGET = 1.25
+# the fast effort, where the low-res image has more than this fraction of the pixels (s < 1.41): the final
+# encode at the codec's quick effort (libaom speed 5), and plain bicubic instead of the fidelity decoder,
+# whose pass there costs 0.25-0.5 s at 768x512 and gained +0.01 to +0.14 dB on the Kodak files
+LARGE_FRACTION = 0.5
 FINAL_THREADS = 2  # the first final fits run side by side (libaom releases the GIL)
 # a draft this far (dB of score) behind the best one gets no final encode unless its low-res image is
 # small (REFINE_FRACTION): on 17 training photos at 768x512 and 0.05-0.3 bpp, the second final never won
@@ -125,11 +129,13 @@ class _Search:
 
     def __init__(
         self, model: ASSRModel, x: torch.Tensor, codec: str, prompt: str | None, lo: float, hi: float,
-        draft: bool = False, drafts: _Search | None = None,
+        draft: bool = False, drafts: _Search | None = None, quick: bool = False,
     ):  # fmt: skip
         """``draft``: encode with the codec's draft effort. ``drafts``: the draft search of the same image,
-        whose low-res images this one shares and whose sizes predict this one's (:meth:`calibrated_level`)."""
+        whose low-res images this one shares and whose sizes predict this one's (:meth:`calibrated_level`).
+        ``quick``: large low-res images (:data:`LARGE_FRACTION`) get the codec's quick effort."""
         self.model, self.x, self.codec, self.prompt, self.draft = model, x, codec, prompt, draft
+        self.quick = quick
         self.drafts = drafts
         self.pixels = x.shape[-2] * x.shape[-1]
         self.lo, self.hi = lo, hi
@@ -153,10 +159,14 @@ class _Search:
         return self.cache[key]
 
     def effort(self, x_lr: torch.Tensor) -> Effort:
-        """Drafts for probes; final encodes of a small low-res image get the codec's slower, finer effort."""
+        """Drafts for probes; final encodes of a small low-res image get the codec's slower, finer effort,
+        and with ``quick`` those of a large one its quicker effort."""
         if self.draft:
             return "draft"
-        return "fine" if x_lr.shape[-2] * x_lr.shape[-1] <= FINE_FRACTION * self.pixels else "final"
+        fraction = x_lr.shape[-2] * x_lr.shape[-1] / self.pixels
+        if self.quick and fraction > LARGE_FRACTION:
+            return "quick"
+        return "fine" if fraction <= FINE_FRACTION else "final"
 
     def size(self, sc: int, qi: int) -> int:
         return len(self.enc(sc, qi).data)
@@ -217,6 +227,10 @@ class _Search:
     def fraction(self, sc: int) -> float:
         """The low-res image's pixels at scale code ``sc`` over the image's."""
         return math.prod(lowres_size(*self.x.shape[-2:], sc)) / self.pixels
+
+    def large(self, sc: int) -> bool:
+        """Whether the low-res image at scale code ``sc`` has more than :data:`LARGE_FRACTION` of the pixels."""
+        return self.fraction(sc) > LARGE_FRACTION
 
     def small(self, sc: int, fraction: float) -> bool:
         """Whether the low-res image at scale code ``sc`` has at most ``fraction`` of the image's pixels."""
@@ -372,8 +386,9 @@ def search(
     target = target_bpp * H * W / 8
     lo, hi = (1 - tolerance) * target, (1 + tolerance) * target
     has_draft = model.codec(codec).has_draft
+    fast = effort == "fast"
     st = _Search(model, x, codec, prompt, lo, hi, draft=has_draft)
-    fin = _Search(model, x, codec, prompt, lo, hi, drafts=st) if has_draft else st
+    fin = _Search(model, x, codec, prompt, lo, hi, drafts=st, quick=fast) if has_draft else st
     n = len(st.levels)
     top = quantize_scale(MAX_SCALE)
     smallest = st.size(top, 0)
@@ -399,7 +414,7 @@ def search(
     if not found:  # fall back: the coarsest scale, where the file is smallest, with the final encoder
         hit = fin.fit_level(top, guess)
         if hit is not None:
-            return _finish(model, fin.enc(*hit), x, progress, total)
+            return _finish(model, fin.enc(*hit), x, progress, total, decoder=not (fast and fin.large(hit[0])))
     if not found:
         largest = fin.size(finest, n - 1)
         if largest < st.lo:
@@ -423,10 +438,11 @@ def search(
     if has_draft:
         if progress:
             progress(total - 1, total)
-        n_finals = 1 if effort == "fast" else FINAL_CANDIDATES
+        n_finals = 1 if fast else FINAL_CANDIDATES
         budget = FINAL_PIXEL_BUDGET if effort == "normal" else math.inf
         chosen = _best_final(model, x, fin, ranked, target, n_finals, budget) or chosen
-    return _finish(model, chosen, x, progress, total)
+    decoder = not (fast and has_draft and fin.large(chosen.bitstream.scale_code))
+    return _finish(model, chosen, x, progress, total, decoder)
 
 
 def _best_final(
@@ -455,18 +471,19 @@ def _best_final(
     # searches slower than none at all
     with ThreadPoolExecutor(FINAL_THREADS) as pool:
         first = list(pool.map(lambda c: fin.fit_level(c.scale_code, c.level), tries))
-    scored: dict[tuple[int, int], float] = {}
+    hits: list[tuple[int, int]] = []
     for hit in first:
-        if hit is not None and hit not in scored:
-            scored[hit] = final_score(hit)
+        if hit is not None and hit not in hits:
+            hits.append(hit)
     for c in (c for c in ranked if all(c is not t for t in tries)):  # a fit missed or two coincided
-        if len(scored) >= len(tries):
+        if len(hits) >= len(tries):
             break
         hit = fin.fit_level(c.scale_code, c.level)
-        if hit is not None and hit not in scored:
-            scored[hit] = final_score(hit)
-    if len(scored) < 2:
-        return fin.enc(*next(iter(scored))) if scored else None
+        if hit is not None and hit not in hits:
+            hits.append(hit)
+    if len(hits) < 2:  # nothing to compare
+        return fin.enc(*hits[0]) if hits else None
+    scored = {hit: final_score(hit) for hit in hits}
     finals = sorted(((sc, h) for h, sc in scored.items()), reverse=True)
     (_, (a, qa)), (_, (b, qb)) = finals[:2]
     mid = quantize_scale(math.sqrt(dequantize_scale(a) * dequantize_scale(b)))
@@ -487,11 +504,16 @@ def _lowres_of(model: ASSRModel, e: Encoded) -> LowresCode:
 
 
 def _finish(
-    model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int
+    model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int,
+    decoder: bool = True,
 ) -> Encoded:
-    """The chosen file, decoded once, with the decoder strength that does best on the sample."""
+    """The chosen file, decoded once, with the decoder strength that does best on the sample (without
+    ``decoder``: strength 0, plain bicubic, unmeasured)."""
     lowres = _lowres_of(model, e)
-    _decoder_ratio(model, e, lowres, x)
+    if decoder:
+        _decoder_ratio(model, e, lowres, x)
+    else:
+        e.decoder_ratio, e.decoder_strength = None, 0
     if e.decoder_strength != e.bitstream.strength:  # same size: the strength is the scale field's low bits
         data = pack(replace(e.bitstream, strength=e.decoder_strength))
         e = Encoded(data, parse(data), lowres, e.decoder_ratio, e.decoder_strength)

@@ -82,7 +82,7 @@ class TestAV1:
             assert p.stdout[0] == 2  # one core, two threads
             assert p.stdout[1:] == AV1Codec().encode(x, q, reconstruct=False).streams[0]
 
-    @pytest.mark.parametrize("effort", ["draft", "fine"])
+    @pytest.mark.parametrize("effort", ["draft", "quick", "fine"])
     def test_other_efforts_give_valid_payloads_of_similar_size(self, photo, effort):
         x = to_tensor(photo[:192, :256])
         codec = AV1Codec()

@@ -341,6 +341,26 @@ def test_efforts_score_in_order(model, photo, target):
             assert got[a][0].data == got[b][0].data
 
 
+def test_fast_effort_codes_large_lowres_images_quickly_and_asks_for_bicubic(model, photo):
+    """At 0.3 bpp the photo's low-res image has more than LARGE_FRACTION of its pixels: the fast effort's
+    file is the codec's quick encode (libaom speed 5) at its scale and quality, and asks for plain
+    bicubic; the normal effort's is the final encode there."""
+    from assr_eic.pipeline import encode_at, to_tensor
+    from assr_eic.ratecontrol import LARGE_FRACTION
+
+    x = to_tensor(photo)
+    data = compress(photo, target_bpp=0.3, codec="av1", model=model, effort="fast")
+    fast = parse(data)
+    assert math.prod(fast.lowres_size) > LARGE_FRACTION * 384 * 512 and fast.strength == 0
+    assert abs(fast.bpp / 0.3 - 1) <= 0.1
+    quick = encode_at(model, x, "av1", fast.scale_code, fast.quality_code, effort="quick")
+    final = encode_at(model, x, "av1", fast.scale_code, fast.quality_code)
+    assert quick.data != final.data and with_decoder(data) == quick.data
+    normal = compress(photo, target_bpp=0.3, codec="av1", model=model)
+    bs = parse(normal)
+    assert with_decoder(normal) == encode_at(model, x, "av1", bs.scale_code, bs.quality_code).data
+
+
 def test_unknown_effort_is_one_clear_error(model, photo):
     with pytest.raises(ValueError, match="unknown effort 'slow'; choose one of normal, fast, best"):
         compress(photo, target_bpp=0.05, codec="av1", model=model, effort="slow")

@@ -36,9 +36,11 @@ from .base import Effort, LowresCode
 MIN_SIDE = 64  # part of the format: frames are padded to at least 64 px a side (and even sides), cropped back
 _TEMPORAL_DELIMITER = b"\x12\x00"
 # libaom cpu-used per effort. draft (rate-control probes): about 45x faster than final, similar bytes at a
-# quantizer (+-12%). fine: 1.9x the time of final for 2% fewer bytes at equal PSNR (-17.6% against
-# SVT-AV1 where speed 4 has -15.8%, ``bench/av1_encoders.py``), for small low-res images
-SPEED = {"draft": 9, "final": 4, "fine": 3}
+# quantizer (+-12%). quick: 0.68x the time of final for 1.8% more bytes at equal PSNR (BD-rate on 768x512
+# training photos), for rate control's fast effort. fine: 1.9x the time of final for 2% fewer bytes at
+# equal PSNR (-17.6% against SVT-AV1 where speed 4 has -15.8%, ``bench/av1_encoders.py``), for small
+# low-res images
+SPEED = {"draft": 9, "quick": 5, "final": 4, "fine": 3}
 # libavif's default tune for still images aims at perceptual metrics; CDEF (off by default for still
 # images) saves 1-2% of the bytes at equal PSNR here, +0.01 to +0.04 dB end to end on the Kodak crops.
 # (Rejected: "min-partition-size": "8", 12-23% faster at speed 4 for +0.2% bytes on 768x512 training

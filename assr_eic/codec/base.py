@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 import torch
 
-Effort = Literal["draft", "final", "fine"]
+Effort = Literal["draft", "quick", "final", "fine"]
 
 
 @dataclass
@@ -37,7 +37,8 @@ class BaseCodec(Protocol):
     ) -> LowresCode:
         """Code ``x``; with ``reconstruct=False`` only the streams are produced (x_hat is None).
         ``effort`` "draft" asks for a fast encode of about the same size, for rate-control probes;
-        "fine" for a slower one with fewer bytes at the same quality, where the caller can afford it."""
+        "quick" for a faster one with a few more bytes at the same quality than "final"; "fine" for a
+        slower one with fewer bytes at the same quality, where the caller can afford it."""
         ...
 
     def decode(self, streams: tuple[bytes, ...], size: tuple[int, int], quality_code: int) -> LowresCode: ...
