@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--effort",
         choices=["normal", "fast", "best"],
         default="normal",
-        help="rate control effort with --bpp: fast is quicker below 0.1 bpp for slightly lower quality; best "
-        "spends about 1.4x the time from 0.1 bpp up for a little more (default: normal)",
+        help="rate control effort with --bpp: fast is quicker for slightly lower quality; best spends about "
+        "1.4x the time from 0.1 bpp up for a little more (default: normal)",
     )
     c.add_argument("--prompt", help="short text stored in the file (its bytes count)")
     c.add_argument("--model", help="model file (default: the shipped model)")

@@ -25,10 +25,12 @@ scale between the two best finals.
 Effort (:data:`EFFORTS`): ``best`` as above. ``normal`` (the default) also gives the second-best scale
 a final encode only while the two finals together code at most :data:`FINAL_PIXEL_BUDGET` of the image's
 pixels: at the higher rates both low-res images are nearly full size, and the second final is what
-takes the encode of a 768x512 image past 1 s. ``fast`` gives a final encode to the best draft only. On
-the Kodak crops ``normal`` is ``best`` at 0.005-0.05 bpp and ``fast`` from 0.1 up (-0.06 dB at 0.1,
--0.02 at 0.2, 0 at 0.3); ``fast`` takes 45-77% of ``best``'s encode time for 0.02-0.13 dB less. Where
-the drafts misrank the scales one final loses more (0.4 dB on an upscaled 2048x2048 photo at 0.05 bpp,
+takes the encode of a 768x512 image past 1 s. ``fast`` gives a final encode to the best draft only, and
+where its low-res image is large (:data:`LARGE_FRACTION`) makes it with the codec's quick effort and
+asks for plain bicubic, whose decode is nearly free. On the Kodak crops ``normal`` is ``best`` at
+0.005-0.05 bpp and a single final from 0.1 up (-0.06 dB at 0.1, -0.02 at 0.2, 0 at 0.3); ``fast`` is
+0.05-0.17 dB below ``normal`` from 0.01 bpp up, and under 1 s at 768x512 at every rate. Where the
+drafts misrank the scales one final loses more (0.4 dB on an upscaled 2048x2048 photo at 0.05 bpp,
 where ``normal`` keeps both; figures in the model card). Codecs without a draft mode search the same
 way at every effort.
 """
