@@ -156,19 +156,18 @@ class _Search:
             self.cache[key] = encode_at(
                 self.model, self.x, self.codec, sc, self.levels[qi], self.prompt,
                 fingerprint=self.fingerprint, x_lr=self.lowres[sc], reconstruct_lowres=False,
-                effort=self.effort(self.lowres[sc]),
+                effort=self.effort(sc),
             )  # fmt: skip
         return self.cache[key]
 
-    def effort(self, x_lr: torch.Tensor) -> Effort:
+    def effort(self, sc: int) -> Effort:
         """Drafts for probes; final encodes of a small low-res image get the codec's slower, finer effort,
         and with ``quick`` those of a large one its quicker effort."""
         if self.draft:
             return "draft"
-        fraction = x_lr.shape[-2] * x_lr.shape[-1] / self.pixels
-        if self.quick and fraction > LARGE_FRACTION:
+        if self.quick_and_plain(sc):
             return "quick"
-        return "fine" if fraction <= FINE_FRACTION else "final"
+        return "fine" if self.small(sc, FINE_FRACTION) else "final"
 
     def size(self, sc: int, qi: int) -> int:
         return len(self.enc(sc, qi).data)
@@ -230,9 +229,10 @@ class _Search:
         """The low-res image's pixels at scale code ``sc`` over the image's."""
         return math.prod(lowres_size(*self.x.shape[-2:], sc)) / self.pixels
 
-    def large(self, sc: int) -> bool:
-        """Whether the low-res image at scale code ``sc`` has more than :data:`LARGE_FRACTION` of the pixels."""
-        return self.fraction(sc) > LARGE_FRACTION
+    def quick_and_plain(self, sc: int) -> bool:
+        """With ``quick`` (the fast effort), whether scale code ``sc``'s low-res image has more than
+        :data:`LARGE_FRACTION` of the pixels: its final encode is quick and its file asks for bicubic."""
+        return self.quick and not self.small(sc, LARGE_FRACTION)
 
     def small(self, sc: int, fraction: float) -> bool:
         """Whether the low-res image at scale code ``sc`` has at most ``fraction`` of the image's pixels."""
@@ -416,7 +416,7 @@ def search(
     if not found:  # fall back: the coarsest scale, where the file is smallest, with the final encoder
         hit = fin.fit_level(top, guess)
         if hit is not None:
-            return _finish(model, fin.enc(*hit), x, progress, total, decoder=not (fast and fin.large(hit[0])))
+            return _finish(model, fin.enc(*hit), x, progress, total, decoder=not fin.quick_and_plain(hit[0]))
     if not found:
         largest = fin.size(finest, n - 1)
         if largest < st.lo:
@@ -443,8 +443,7 @@ def search(
         n_finals = 1 if fast else FINAL_CANDIDATES
         budget = FINAL_PIXEL_BUDGET if effort == "normal" else math.inf
         chosen = _best_final(model, x, fin, ranked, target, n_finals, budget) or chosen
-    decoder = not (fast and has_draft and fin.large(chosen.bitstream.scale_code))
-    return _finish(model, chosen, x, progress, total, decoder)
+    return _finish(model, chosen, x, progress, total, decoder=not fin.quick_and_plain(chosen.bitstream.scale_code))
 
 
 def _best_final(
