@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch import nn
 
+from assr_eic.layers import ReplicateConv3x3, _native_bf16, inference_dtype, onednn_fusion
 from assr_eic.rescale import Downsampler, pad_to_multiple, resize, unpad
-from assr_eic.sr import SRDecoder
+from assr_eic.sr import SRDecoder, _coords
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +90,116 @@ def test_padding_is_undone_exactly(h, w, m):
     p, size = pad_to_multiple(x, m)
     assert p.shape[-2] % m == 0 and p.shape[-1] % m == 0
     assert torch.equal(unpad(p, size), x)
+
+
+@pytest.mark.parametrize("post", ["slope", "residual", "none"])
+def test_fused_conv_equals_the_unfused_one(post):
+    """In inference the conv's activation or residual sum runs inside oneDNN's convolution
+    (:func:`onednn_fusion`): the same numbers as the training path's separate passes, borders included."""
+    torch.manual_seed(1)
+    conv = ReplicateConv3x3(32, 32)
+    x = torch.randn(1, 32, 37, 41).contiguous(memory_format=torch.channels_last)
+    kw = {"slope": 0.2} if post == "slope" else {"residual": torch.randn_like(x)} if post == "residual" else {}
+    with torch.enable_grad():
+        ref = conv.forward_with(x, **kw).detach()
+    with torch.inference_mode():
+        fused = conv.forward_with(x, **kw)
+    assert (fused - ref).abs().max() <= 1e-5 * ref.abs().max()
+    unposted = conv.forward_with(x).detach()  # the post-op did something
+    assert (unposted - ref).abs().max() > 0.1 or post == "none"
+
+
+def test_edges_pad_only_the_image_borders():
+    """A side not named in ``edges`` (a tile's cut inside the image) is zero-padded: only that side's ring
+    changes, and the replicated sides are exactly as before."""
+    torch.manual_seed(2)
+    conv = ReplicateConv3x3(8, 8)
+    x = torch.rand(1, 8, 20, 30) + 1  # far from zero, so replicate and zero padding differ
+    with torch.inference_mode():
+        every = conv.forward_with(x)
+        top_cut = conv.forward_with(x, edges=(False, True, True, True))
+        zero = nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    assert torch.allclose(top_cut[..., 0, 1:-1], zero[..., 0, 1:-1], atol=1e-5)  # the cut side: zero padding
+    assert (top_cut[..., 0, 1:-1] - every[..., 0, 1:-1]).abs().mean() > 0.05
+    assert torch.equal(top_cut[..., 1:, :], every[..., 1:, :])
+
+
+def test_head_equals_its_1x1_convolutions(sr):
+    """The per-pixel MLP runs as matrix products; it is the head's 1x1 convolutions on the bicubic colour and
+    the phase channels (sin, cos of 2 pi u per axis), as the weights were trained."""
+    torch.manual_seed(3)
+    hid, base = torch.randn(2, 16, 9, 11), torch.rand(2, 3, 9, 11)
+    uy, ux = torch.rand(9) * 5, torch.rand(11) * 5
+    py, px = 2 * math.pi * uy, 2 * math.pi * ux
+    rows, cols = [py.sin(), py.cos()], [px.sin(), px.cos()]
+    phase = torch.stack([r[:, None].expand(9, 11) for r in rows] + [c[None].expand(9, 11) for c in cols])
+    phase = phase[None].expand(2, -1, -1, -1)
+    with torch.inference_mode():
+        ref = sr.head_out(sr.act(sr.head_mid(sr.act(hid + sr.head_rgb(base) + sr.head_pos(phase)))))
+        out = sr._head(hid, torch.cat([base, phase], 1))
+    assert ref.abs().max() > 0.01 and (out - ref).abs().max() < 1e-5
+
+
+def test_bfloat16_trunk_decodes_like_float32(photo, monkeypatch):
+    """On CPUs with native bfloat16 the shipped decoder's trunk runs in it: the decoded image within 2 levels
+    of the float32 decode and the same PSNR to 0.005 dB; ``ASSR_EIC_PRECISION=float32`` turns it off."""
+    from assr_eic.metrics import psnr
+    from assr_eic.model import load_model
+
+    probe = torch.zeros(1, 3, 4, 4)
+    if not (_native_bf16() and onednn_fusion()):
+        with torch.inference_mode():
+            assert inference_dtype(probe) == torch.float32
+        pytest.skip("no native bfloat16 on this CPU: the decoder runs in float32")
+    sr_ = load_model().sr["av1"]
+    x = resize(torch.tensor(photo).permute(2, 0, 1)[None].float() / 255, (160, 213))
+
+    def decode() -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.round(sr_(x, (384, 512), "av1", 2.4, 120.0).sample * 255)
+
+    with torch.inference_mode():
+        assert inference_dtype(probe) == torch.bfloat16
+    assert inference_dtype(probe) == torch.float32  # training: always float32
+    fast = decode()
+    monkeypatch.setenv("ASSR_EIC_PRECISION", "float32")
+    with torch.inference_mode():
+        assert inference_dtype(probe) == torch.float32
+    exact = decode()
+    assert 0 < (fast - exact).abs().max() <= 2  # bfloat16 did run, and changed little
+
+    def score(t: torch.Tensor) -> float:
+        return psnr(photo, t[0].permute(1, 2, 0).numpy().astype("uint8"))
+
+    assert abs(score(fast) - score(exact)) < 0.005
+
+
+def test_batched_inference_matches_one_image_at_a_time(sr, photo):
+    """A batch with one quality per image (the trainer's validation) takes the unfolded FiLM path, in the
+    trunk's inference dtype too; each image decodes as it does alone."""
+    x = resize(torch.tensor(photo).permute(2, 0, 1)[None].float() / 255, (48, 64))
+    x = torch.cat([x, x.flip(-1)])
+    q = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        both = sr(x, (120, 160), "av1", 2.5, q).sample
+        one = [sr(x[i : i + 1], (120, 160), "av1", 2.5, q[i].item()).sample for i in range(2)]
+    assert (both[:1] - both[1:].flip(-1)).abs().max() > 1e-3  # the qualities differ
+    assert max((both[i : i + 1] - one[i]).abs().max().item() for i in range(2)) < 2 / 255
+
+
+def test_native_size_skips_resampling_exactly(sr, photo):
+    """At the low-res image's own size (s = 1) the output pixels sit on the low-res pixel centres, where
+    bicubic and bilinear resampling return the pixels themselves (to float rounding): the decoder skips
+    them, and plain decoding returns the decoded frame exactly."""
+    x = resize(torch.tensor(photo).permute(2, 0, 1)[None].float() / 255, (70, 90))
+    gy = ((_coords(70, 70, 0, 70) + 0.5) / 70 * 2 - 1).float()
+    gx = ((_coords(90, 90, 0, 90) + 0.5) / 90 * 2 - 1).float()
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
+    for mode in ("bicubic", "bilinear"):
+        resampled = nn.functional.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
+        assert (resampled - x).abs().max() < 1e-5
+    with torch.inference_mode():
+        plain = sr(x, (70, 90), "av1", 1.0, 0.5, tile=32, residual=0.0).sample
+        full = sr(x, (70, 90), "av1", 1.0, 0.5, tile=32).sample
+    assert torch.equal(plain, x.clamp(0, 1))
+    assert (full - x).abs().max() > 1e-3  # the decoder's correction is there
