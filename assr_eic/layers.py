@@ -40,14 +40,14 @@ class DegradationEmbedding(nn.Module):
         return self.mlp(torch.cat([e, self.codec(codec_id)], dim=1))
 
 
-# the 1-pixel border ring of a 3x3 conv, top, bottom, left, right: (output region, input strip, replicate
-# padding of the strip); the column strips run last and so write the corners
 #: Which sides of a tensor (top, bottom, left, right) are the image's own borders, where convolutions
 #: replicate the edge pixels. At the other sides (a tile cut from inside the image, whose margin is wider
 #: than the receptive field, so those pixels never reach its output) zero padding is used and the ring's
 #: recomputation skipped: on the rate control's sample tiles that was most of the decoder's time.
 Edges = tuple[bool, bool, bool, bool]
 ALL_EDGES: Edges = (True, True, True, True)
+# the 1-pixel border ring of a 3x3 conv, top, bottom, left, right: (output region, input strip, replicate
+# padding of the strip); the column strips run last and so write the corners
 _RING = (
     ((..., slice(0, 1), slice(None)), (..., slice(0, 2), slice(None)), (1, 1, 1, 0)),
     ((..., slice(-1, None), slice(None)), (..., slice(-2, None), slice(None)), (1, 1, 0, 1)),
@@ -139,25 +139,27 @@ class ReplicateConv3x3(nn.Conv2d):
         if x.shape[-2] < 3 or x.shape[-1] < 3:
             return self._post(conv(pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias), slope, residual)
         fused = not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype in _FUSED_DTYPES and onednn_fusion()
-        if not fused:
-            y = conv(x, weight, bias, padding=1)
-            for (out, strip, p), edge in zip(_RING, edges, strict=True):
-                if edge:
-                    y[out] = conv(pad(x[strip], p, mode="replicate"), weight, bias)
-            return self._post(y, slope, residual)
+        if fused:
+            y = self._fused(x, weight, bias, slope, residual)
+        else:
+            y = self._post(conv(x, weight, bias, padding=1), slope, residual)
+        for (out, strip, p), edge in zip(_RING, edges, strict=True):
+            if edge:
+                ring = conv(pad(x[strip], p, mode="replicate"), weight, bias)
+                y[out] = self._post(ring, slope, None if residual is None else residual[out])
+        return y
+
+    @staticmethod
+    def _fused(
+        x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, slope: float | None, residual: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The zero-padded conv with its leaky ReLU or residual sum in one oneDNN call."""
         op, one = torch.ops.mkldnn._convolution_pointwise, [1, 1]
         if residual is not None:
-            y = op.binary(x, residual, weight, bias, one, one, one, 1, "add", 1.0, None, [], None)
-        elif slope is not None:
-            y = op(x, weight, bias, one, one, one, 1, "leaky_relu", [slope], None)
-        else:
-            y = op(x, weight, bias, one, one, one, 1, "none", [], None)
-        for (out, strip, p), edge in zip(_RING, edges, strict=True):
-            if not edge:
-                continue
-            ring = conv(pad(x[strip], p, mode="replicate"), weight, bias)
-            y[out] = self._post(ring, slope, None if residual is None else residual[out])
-        return y
+            return op.binary(x, residual, weight, bias, one, one, one, 1, "add", 1.0, None, [], None)
+        if slope is not None:
+            return op(x, weight, bias, one, one, one, 1, "leaky_relu", [slope], None)
+        return op(x, weight, bias, one, one, one, 1, "none", [], None)
 
     @staticmethod
     def _post(y: torch.Tensor, slope: float | None, residual: torch.Tensor | None) -> torch.Tensor:
