@@ -448,7 +448,7 @@ def bd_rates(
                 rb, pb = [curves[m][t]["bpp"] for t in pts], [curves[m][t]["psnr"] for t in pts]
                 res["bd_rate"], res["bd_psnr"] = bd_rate(ra, pa, rb, pb), bd_psnr(ra, pa, rb, pb)
                 if res["bd_rate"] is not None and not math.isfinite(res["bd_rate"]):
-                    res["note"] = "PSNR ranges do not overlap"
+                    res["bd_rate"], res["note"] = None, "PSNR ranges do not overlap"
             else:
                 res["note"] = "fewer than 2 targets with every image for both"
             out[f"{m} vs {a}"] = res
@@ -861,7 +861,9 @@ def write_summary(path: Path, result: dict, figure_dir: str) -> None:
                 if b is None:
                     cells.append("-")
                 elif b["bd_rate"] is None:
-                    cells.append(f"n/a ({b.get('note', '')})")
+                    dp = b.get("bd_psnr")
+                    gap = f", BD-PSNR {dp:+.2f} dB" if dp is not None and math.isfinite(dp) else ""
+                    cells.append(f"n/a ({b.get('note', '')}{gap})")
                 else:
                     pts = ", ".join(f"{t:g}" for t in b["targets"])
                     cells.append(f"{b['bd_rate']:+.1f}% ({b['bd_psnr']:+.2f} dB) at {pts}")

@@ -204,6 +204,14 @@ def test_bd_rate_on_mean_curves():
     assert bd["B vs A"]["targets"] == [0.01, 0.02, 0.05, 0.1]  # 0.2 is outside the BD range
     assert bd["B vs A"]["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
     assert bd["C vs A"]["bd_rate"] is None and "fewer than 2" in bd["C vs A"]["note"]
+    for t in targets:  # D is 10 dB below A everywhere: no PSNR in common, no BD-rate (not nan)
+        for img in ("a", "b"):
+            rows.append({**next(r for r in rows if r["method"] == "A" and r["image"] == img and r["target_bpp"] == t),
+                         "method": "D"})  # fmt: skip
+            rows[-1]["psnr"] -= 10
+    bd = bench.bd_rates(bench.mean_curves(rows, ["a", "b"], targets), targets, ["D"], ["A"])
+    assert bd["D vs A"]["bd_rate"] is None and bd["D vs A"]["note"] == "PSNR ranges do not overlap"
+    assert bd["D vs A"]["bd_psnr"] == pytest.approx(-10.0, abs=1e-6)
 
 
 def test_goal_check_compares_image_by_image():

@@ -105,6 +105,26 @@ class TestAV1:
             assert small[0] & 0x80 and len(full) - len(small) >= 12
             assert obu.expand(small, h, w) == full
 
+    def test_superblocks_are_64x64_and_earlier_128x128_files_still_decode(self, photo2):
+        """From a 480 px shorter side libaom would pick 128x128 superblocks; the encoder asks for 64x64.
+
+        Payloads with 128x128 superblocks (files of earlier versions) keep their compact form and decode.
+        """
+        from assr_eic.codec import obu
+        from assr_eic.codec.av1 import _AV1_OPTIONS, _avif_payload
+
+        h, w = 512, 768
+        rgb = np.ascontiguousarray(crop(photo2, h, w))
+        ours = obu.compact(_avif_payload(rgb, 40, 4), h, w)  # speed 4: the final encode
+        earlier = obu.compact(_avif_payload(rgb, 40, 4, {**_AV1_OPTIONS, "sb-size": "dynamic"}), h, w)
+        assert ours[0] & 0x80 and earlier[0] & 0x80  # both compact
+        assert (ours[0] >> 6 & 1, earlier[0] >> 6 & 1) == (0, 1)  # use_128x128_superblock
+        codec = AV1Codec()
+        back = codec.decode((earlier,), (h, w), 100).x_hat
+        assert back.shape == (1, 3, h, w)
+        assert 10 * torch.log10(1 / ((back - to_tensor(rgb)) ** 2).mean()) > 25
+        assert not torch.equal(back, codec.decode((ours,), (h, w), 100).x_hat)
+
     def test_full_payloads_still_decode(self, model, photo):
         """Files whose payload keeps the encoder's sequence header (earlier versions) decode the same."""
         from assr_eic.codec import obu
