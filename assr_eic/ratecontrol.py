@@ -292,8 +292,8 @@ def _decoded_tiles(
     with torch.inference_mode():
         emb = sr.embedding(bs.codec, bs.scale, bs.quality)
         for box in boxes:
-            base = sr.render_tile(lowres.x_hat, unc, emb, size, box, 0.0) if plain else None
-            yield box, sr.render_tile(lowres.x_hat, unc, emb, size, box), base
+            base, correction = sr.render_tile_parts(lowres.x_hat, unc, emb, size, box)
+            yield box, base + correction, base if plain else None
 
 
 def sampled_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor) -> float:

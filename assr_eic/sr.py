@@ -93,6 +93,22 @@ class SRDecoder(ConfigModule):
         ``residual`` weighs the decoder's correction of the plain bicubic image: 1 the decoder, 0 plain
         bicubic (the trunk is skipped), between them a blend (a file's decoder strength).
         """
+        base, correction = self.render_tile_parts(x, uncertainty, emb, size, box, decoder=bool(residual))
+        if correction is None:
+            return base
+        return base + (correction if residual == 1 else residual * correction)
+
+    def render_tile_parts(
+        self,
+        x: torch.Tensor,
+        uncertainty: torch.Tensor,
+        emb: torch.Tensor,
+        size: tuple[int, int],
+        box: tuple[int, int, int, int],
+        decoder: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A tile's plain bicubic pixels and the decoder's correction of them (None without ``decoder``),
+        for callers that weigh the correction several ways (see :meth:`render_tile`)."""
         H, W = size
         h, w = x.shape[-2:]
         y0, y1, x0, x1 = box
@@ -112,15 +128,14 @@ class SRDecoder(ConfigModule):
             return nn.functional.grid_sample(t, grid, mode=mode, padding_mode="border", align_corners=False)
 
         base = sample(xc, "bicubic")
-        if not residual:
-            return base
+        if not decoder:
+            return base, None
         g = self.features(xc, uncertainty[..., ly0:ly1, lx0:lx1], emb, (ly0 == 0, ly1 == h, lx0 == 0, lx1 == w))
         hid = sample(g, "bilinear")
         py, px = (2 * math.pi * uy).float().to(dev), (2 * math.pi * ux).float().to(dev)
         phase = torch.stack([py.sin(), py.cos()])[:, :, None].expand(-1, -1, len(px))
         phase = torch.cat([phase, torch.stack([px.sin(), px.cos()])[:, None, :].expand(-1, len(py), -1)])
-        out = self._head(hid, torch.cat([base, phase.expand(x.shape[0], -1, -1, -1)], 1))
-        return base + (out if residual == 1 else residual * out)
+        return base, self._head(hid, torch.cat([base, phase.expand(x.shape[0], -1, -1, -1)], 1))
 
     def _head(self, hid: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
         """The per-pixel MLP on (B, C, h, w) maps: ``hid`` the sampled features, ``pixel`` the bicubic colour

@@ -203,3 +203,19 @@ def test_native_size_skips_resampling_exactly(sr, photo):
         full = sr(x, (70, 90), "av1", 1.0, 0.5, tile=32).sample
     assert torch.equal(plain, x.clamp(0, 1))
     assert (full - x).abs().max() > 1e-3  # the decoder's correction is there
+
+
+def test_tile_parts_add_up_to_every_strength_exactly(sr, photo):
+    """Rate control scores each decoder strength from one pass (bicubic + correction); each sum must be
+    the tile a decode at that strength writes, bit for bit."""
+    x = resize(torch.tensor(photo).permute(2, 0, 1)[None].float() / 255, (60, 80))
+    unc = torch.zeros_like(x[:, :1])
+    emb = sr.embedding("av1", 2.5, 0.4)
+    box = (17, 120, 33, 150)
+    with torch.inference_mode():
+        base, correction = sr.render_tile_parts(x, unc, emb, (150, 200), box)
+        assert sr.render_tile_parts(x, unc, emb, (150, 200), box, decoder=False)[1] is None
+        assert torch.equal(sr.render_tile(x, unc, emb, (150, 200), box, 0.0), base)
+        assert torch.equal(sr.render_tile(x, unc, emb, (150, 200), box), base + correction)
+        assert torch.equal(sr.render_tile(x, unc, emb, (150, 200), box, 1 / 3), base + 1 / 3 * correction)
+    assert correction.abs().max() > 1e-3
