@@ -66,6 +66,16 @@ def test_fast_effort(tmp_path, png, model_path):
     assert data == compress(img, target_bpp=0.1, model=model_path, effort="fast")
 
 
+def test_effort_choices_are_rate_controls():
+    """The CLI spells the efforts out (so that --help needs no torch); they must be rate control's."""
+    from assr_eic.cli import build_parser
+    from assr_eic.ratecontrol import EFFORTS
+
+    compress = build_parser()._subparsers._group_actions[0].choices["compress"]
+    effort = next(a for a in compress._actions if a.dest == "effort")
+    assert tuple(effort.choices) == EFFORTS and effort.default == EFFORTS[0]
+
+
 def test_scale_quality_mode(tmp_path, png, model_path):
     out = tmp_path / "b.assr"
     run("compress", str(png), "-o", str(out), "--scale", "3", "--quality", "0.5", "--model", model_path)
