@@ -106,7 +106,7 @@ class TestAV1:
             assert obu.expand(small, h, w) == full
 
     def test_superblocks_are_64x64_and_earlier_128x128_files_still_decode(self, photo2):
-        """From a 480 px shorter side libaom would pick 128x128 superblocks; the encoder asks for 64x64.
+        """At 768x512 and speed 4 libaom would pick 128x128 superblocks; the encoder asks for 64x64.
 
         Payloads with 128x128 superblocks (files of earlier versions) keep their compact form and decode.
         """

@@ -46,7 +46,7 @@ SPEED = {"draft": 9, "quick": 5, "final": 4, "fine": 3}
 # (Rejected: "min-partition-size": "8", 12-23% faster at speed 4 for +0.2% bytes on 768x512 training
 # photos, cost 0.04 dB against the classical codecs on the Kodak crops at 0.02 and 0.1 bpp.)
 # 64x64 superblocks: at speed 4 libaom picks 128x128 for frames of 768x512 and up (s = 1 on the speed
-# image, large images), where 64x64 was 3-7% faster and 0.1-0.7% smaller at equal PSNR on three sets of
+# image, large images), where 64x64 was 3-8% faster and 0.1-0.7% smaller at equal PSNR on three sets of
 # 8 training photos at 768x512 (neutral at 1024x683 and 1536x1024). Frames up to 640x427 get 64x64
 # anyway: their files are unchanged. Files with 128x128 superblocks (earlier versions) decode as before.
 _AV1_OPTIONS = {"tune": "psnr", "enable-cdef": "1", "sb-size": "64"}
