@@ -280,11 +280,9 @@ def _psnr(se: float, count: int) -> float:
     return 10 * math.log10(1.0 / max(se / count, 1e-12))
 
 
-def _decoded_tiles(
-    model: ASSRModel, enc: Encoded, lowres: LowresCode, boxes: list[tuple[int, int, int, int]], plain: bool = False
-):
-    """The fidelity decoder's output on each box, exactly as a whole decode writes those pixels, and with
-    ``plain`` the plain bicubic tile its correction is added to (else None)."""
+def _decoded_tiles(model: ASSRModel, enc: Encoded, lowres: LowresCode, boxes: list[tuple[int, int, int, int]]):
+    """The fidelity decoder's output on each box, exactly as a whole decode writes those pixels, and the
+    plain bicubic tile its correction is added to (a by-product of the same pass)."""
     bs = enc.bitstream
     sr = model.sr[bs.codec]
     size = (bs.height, bs.width)
@@ -293,7 +291,7 @@ def _decoded_tiles(
         emb = sr.embedding(bs.codec, bs.scale, bs.quality)
         for box in boxes:
             base, correction = sr.render_tile_parts(lowres.x_hat, unc, emb, size, box)
-            yield box, base + correction, base if plain else None
+            yield box, base + correction, base
 
 
 def sampled_psnr(model: ASSRModel, enc: Encoded, lowres: LowresCode, x: torch.Tensor) -> float:
@@ -319,7 +317,7 @@ def _decoder_ratio(
         # [0]: bicubic as candidate_psnr computes it (on large images, which it scores by sampled_psnr,
         # the decoder's own bicubic tiles: no whole-image tensor), then each strength
         se = [0.0] * STRENGTH_LEVELS
-        for (y0, y1, x0, x1), y, base in _decoded_tiles(model, enc, lowres, boxes, plain=True):
+        for (y0, y1, x0, x1), y, base in _decoded_tiles(model, enc, lowres, boxes):
             ref = x[..., y0:y1, x0:x1]
             se[0] += _sq_err(base if up is None else up[..., y0:y1, x0:x1], ref)
             for k in range(1, STRENGTH_LEVELS):
