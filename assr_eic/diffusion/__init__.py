@@ -5,6 +5,8 @@
   compression-rescaling modulator, emitting residuals for the SD UNet's down and middle blocks;
 - :mod:`.colorfix`: AdaIN and wavelet colour fixes against the decoded image;
 - :mod:`.guidance`: training-free mode maths (denoise strength, low-frequency consistency step);
+- :mod:`.consistency`: data consistency by construction (the file's band kept, the prior's share above it);
+- :mod:`.schedule`: denoise as one starting sigma for every scheduler;
 - :mod:`.sampler`: a small DDIM img2img loop over any epsilon-predicting UNet callable (tests, bench).
 """
 
