@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import comfy.model_management as mm
 import comfy.sample
@@ -36,18 +36,24 @@ from assr_eic.diffusion import (
     wavelet_color_fix,
 )
 from assr_eic.diffusion.adaptor import adaptor_from_state
+from assr_eic.diffusion.consistency import keep_low_band, latent_hold, latent_sigma
 from assr_eic.diffusion.sampler import tile_boxes, tiled
-from assr_eic.pipeline import decode
+from assr_eic.diffusion.schedule import from_start_sigma
+from assr_eic.pipeline import decode, downsample
+from assr_eic.rescale import resize
 
 from .common import CATEGORY, ASSRBitstreamType, ASSRModelType, ModelHandle, Progress, items_of, to_comfy_image
 
 ADAPTOR_FOLDER = "assr_eic_adaptors"
 NO_ADAPTOR = "none (training-free)"
 ADAPTOR_KEY = "assr_eic_adaptor"
-COLOR_FIXES = ("wavelet", "adain", "none")
+COLOR_FIXES = ("consistency", "wavelet", "adain", "none")
+FIX_NEEDS_HINTS = "consistency"
+SCHEDULE_RESOLUTION = 1000  # steps of the fine schedule a start sigma is cut from
 NEGATIVE_DEFAULT = "blurry, lowres, jpeg artifacts, compression artifacts, noise, oversmoothed"
-LOWPASS_SIGMA = 2.0  # latent pixels (16 image pixels): the band the consistency step pulls back
+LOWPASS_SIGMA = 2.0  # latent pixels: main's fixed band, kept as the fallback when no scale is known
 MAX_SIDE = 16384
+ASSRHintsType = io.Custom("ASSR_DIFFUSION_HINTS")
 
 
 def register_adaptor_folder() -> None:
@@ -88,13 +94,18 @@ def load_adaptor_file(name: str) -> ASSRAdaptor | None:
 class Hints:
     """Everything decoded from the bitstreams, on the CPU: the fidelity decode (B, 3, H, W) in [0, 1] at
     the output size, the uncertainty maps (B, 1, H, W) upsampled to it (as training does), the degradation
-    vectors (B, 3) and their descriptors, the prompt carried by the files."""
+    vectors (B, 3) and their descriptors, the prompt carried by the files; for the consistency projection,
+    each file's decoded low-res image and header, the ASSR model (its encoder's downsampler) and realism."""
 
     decoded: torch.Tensor
     uncertainty: torch.Tensor
     degradation: torch.Tensor
     degradations: list[Degradation]
     prompt: str | None
+    lowres: list = field(default_factory=list)
+    bitstreams: list = field(default_factory=list)
+    net: object = None
+    realism: float = 0.5
 
     @property
     def size(self) -> tuple[int, int]:
@@ -103,7 +114,37 @@ class Hints:
     def crop(self, y0: int, y1: int, x0: int, x1: int) -> Hints:
         """The hints of an image-space window."""
         win = (..., slice(y0, y1), slice(x0, x1))
-        return Hints(self.decoded[win], self.uncertainty[win], self.degradation, self.degradations, self.prompt)
+        return replace(self, decoded=self.decoded[win], uncertainty=self.uncertainty[win])
+
+    def keep_file_band(self, images: torch.Tensor) -> torch.Tensor:
+        """The sampled images (B, 3, H, W) with each file's band below its low-res Nyquist restored
+        (:func:`assr_eic.diffusion.consistency.keep_low_band`, the prior's share above it set by realism)."""
+        n = self.decoded.shape[0]
+        if images.shape[-2:] != self.decoded.shape[-2:]:
+            H, W = self.size
+            raise ValueError(
+                f"the images are {images.shape[-1]}x{images.shape[-2]} but the fidelity decode is {W}x{H}: "
+                "the consistency fix needs the sampled images at the size ASSR Diffusion Prepare gave"
+            )
+        out = []
+        for i in range(images.shape[0]):
+            j = i % n
+            bs = self.bitstreams[j]
+
+            def down(z: torch.Tensor, bs=bs) -> torch.Tensor:
+                return downsample(self.net, resize(z, (bs.height, bs.width)), bs.codec, bs.scale_code)
+
+            out.append(
+                keep_low_band(
+                    images[i : i + 1],
+                    self.decoded[j : j + 1],
+                    self.lowres[j],
+                    down,
+                    self.realism,
+                    self.uncertainty[j : j + 1],
+                )  # fmt: skip
+            )
+        return torch.cat(out)
 
 
 def output_size(items, factor: float) -> tuple[int, int]:
@@ -123,7 +164,7 @@ def decode_hints(items, handle: ModelHandle, size: tuple[int, int], progress: Pr
     """Fidelity-decode each bitstream at ``size`` and gather the hints the diffusion decoder reads."""
     codecs = {it.bitstream.codec for it in items}
     net = handle.ready("learned" if "learned" in codecs else None)
-    decoded, maps, degs = [], [], []
+    decoded, maps, degs, lowres = [], [], [], []
     for it in items:
         if progress is not None:
             progress.check()
@@ -135,6 +176,7 @@ def decode_hints(items, handle: ModelHandle, size: tuple[int, int], progress: Pr
         u = uncertainty_map(out.lowres.x_hat, out.lowres).float()
         maps.append(F.interpolate(u, size=size, mode="bilinear", align_corners=False))
         degs.append(Degradation.from_bitstream(it.bitstream))
+        lowres.append(out.lowres.x_hat.clamp(0, 1).float())
     prompts = {it.bitstream.prompt for it in items if it.bitstream.prompt}
     return Hints(
         torch.cat(decoded),
@@ -142,6 +184,9 @@ def decode_hints(items, handle: ModelHandle, size: tuple[int, int], progress: Pr
         torch.stack([d.vector() for d in degs]),
         degs,
         prompts.pop() if len(prompts) == 1 else None,
+        lowres,
+        [it.bitstream for it in items],
+        net,
     )
 
 
@@ -212,27 +257,41 @@ class AdaptorPatch:
         return apply_model(x, sigma, **c)
 
 
+def sampling_progress(args: dict) -> float:
+    """How far the sampler is, in [0, 1], from the sigmas ComfyUI's sampler records (0.5 if it records none)."""
+    sigmas = args.get("model_options", {}).get("transformer_options", {}).get("sample_sigmas")
+    if sigmas is None:
+        return 0.5
+    nonzero = sigmas[sigmas > 0].float()
+    if nonzero.numel() < 2:
+        return 1.0
+    hi, lo = float(nonzero.max().log()), float(nonzero.min().log())
+    sigma = float(args["sigma"].flatten()[0].clamp(min=1e-8).log())
+    return min(1.0, max(0.0, (hi - sigma) / max(hi - lo, 1e-8)))
+
+
 @dataclass
 class ConsistencyPatch:
-    """The post-CFG function of the training-free mode: each step's denoised prediction gets its low
-    frequencies pulled towards the fidelity decode's latent, weighted by (1 - uncertainty)."""
+    """The post-CFG function of the training-free mode: each step's denoised prediction is pulled towards
+    the fidelity decode's latent, on the band the file determines (cutoff tied to s), as strongly as
+    :func:`~assr_eic.diffusion.consistency.latent_hold` says for this realism and this point of sampling
+    (``amount`` given: that fixed pull instead). The uncertainty map does not weaken it (the file knows its
+    low band even where the codec was unsure); ``weight`` (None: 1) is only for callers that want a map."""
 
     x0_ref: torch.Tensor  # sampler space (latent_format.process_in of the VAE latent)
-    weight: torch.Tensor  # (B, 1, h, w) at the latent size
-    amount: float
+    weight: torch.Tensor | None  # (B, 1, h, w) at the latent size, or None
+    amount: float | None = None
     sigma_lowpass: float = LOWPASS_SIGMA
+    realism: float = 0.5
 
     def __call__(self, args: dict) -> torch.Tensor:
         denoised = args["denoised"]
         ref = _repeat_to(self.x0_ref, denoised.shape[0]).to(denoised.device, denoised.dtype)
-        weight = _repeat_to(self.weight, denoised.shape[0]).to(denoised.device, denoised.dtype)
-        return consistency_step(denoised, ref, weight, self.amount, self.sigma_lowpass)
-
-
-def consistency_weight(hints: Hints, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """Full pull where the codec was sure, less where it was unsure: 1 - uncertainty, at the latent size."""
-    u = F.interpolate(hints.uncertainty, size=latent_hw, mode="bilinear", align_corners=False)
-    return (1.0 - u).clamp(0, 1)
+        weight = None
+        if self.weight is not None:
+            weight = _repeat_to(self.weight, denoised.shape[0]).to(denoised.device, denoised.dtype)
+        amount = latent_hold(self.realism, sampling_progress(args)) if self.amount is None else self.amount
+        return consistency_step(denoised, ref, weight, amount, self.sigma_lowpass)
 
 
 def patch_model(
@@ -243,7 +302,9 @@ def patch_model(
     adaptor_strength: float,
     consistency: float,
 ):
-    """A clone of the user's MODEL with the adaptor (if any) and the consistency step (if > 0) attached."""
+    """A clone of the user's MODEL with the adaptor (if any) and the consistency step (if > 0) attached.
+
+    ``consistency`` = 1 - realism: the step's pull follows the realism's schedule over sampling time."""
     m = model.clone()
     base = m.model
     if adaptor is not None:
@@ -256,9 +317,9 @@ def patch_model(
     if consistency > 0:
         latent_format = m.get_model_object("latent_format")
         x0_ref = latent_format.process_in(latent.float())
-        m.set_model_sampler_post_cfg_function(
-            ConsistencyPatch(x0_ref, consistency_weight(hints, tuple(latent.shape[-2:])), consistency)
-        )
+        s = sum(d.s for d in hints.degradations) / len(hints.degradations)
+        sigma = latent_sigma(s, hints.size[0] / latent.shape[-2])
+        m.set_model_sampler_post_cfg_function(ConsistencyPatch(x0_ref, None, None, sigma, 1.0 - consistency))
     return m
 
 
@@ -309,6 +370,7 @@ def prepare(
     latent = vae.encode(hints.decoded.movedim(1, -1))
     denoise = sum(denoise_strength(d, realism) for d in hints.degradations) / len(hints.degradations)
     consistency = max(0.0, min(1.0, 1.0 - realism))
+    hints = replace(hints, realism=float(realism))
     patched = patch_model(model, hints, latent, adaptor, adaptor_strength, consistency)
     return Prepared(patched, positive, negative, latent, denoise, hints, text, adaptor, consistency)
 
@@ -411,6 +473,11 @@ class ASSRDiffusionPrepare(io.ComfyNode):
                 io.Image.Output(
                     display_name="fidelity", tooltip="The fidelity decode at the output size (Color Fix reference)."
                 ),
+                ASSRHintsType.Output(
+                    display_name="hints",
+                    tooltip="What the files say (low-res images, scales, uncertainty, realism): ASSR Color Fix's "
+                    "consistency method keeps it.",
+                ),
             ],
         )
 
@@ -424,12 +491,16 @@ class ASSRDiffusionPrepare(io.ComfyNode):
         )
         fidelity = to_comfy_image([p.hints.decoded[i : i + 1] for i in range(p.hints.decoded.shape[0])])
         return io.NodeOutput(
-            p.model, p.positive, p.negative, {"samples": p.latent}, p.denoise, fidelity, ui=ui.PreviewText(_summary(p))
-        )
+            p.model, p.positive, p.negative, {"samples": p.latent}, p.denoise, fidelity, p.hints,
+            ui=ui.PreviewText(_summary(p)),
+        )  # fmt: skip
 
 
-def apply_color_fix(images: torch.Tensor, reference: torch.Tensor, method: str) -> torch.Tensor:
-    """Colour-fix an IMAGE batch (B, H, W, 3) against the reference batch (resized to the images' size)."""
+def apply_color_fix(
+    images: torch.Tensor, reference: torch.Tensor, method: str, hints: Hints | None = None
+) -> torch.Tensor:
+    """Colour-fix an IMAGE batch (B, H, W, 3) against the reference batch (resized to the images' size);
+    "consistency" restores the files' band below their low-res Nyquist from ``hints`` instead."""
     if method not in COLOR_FIXES:
         raise ValueError(f"unknown colour fix {method!r}; choose one of: {', '.join(COLOR_FIXES)}")
     for name, t in (("image", images), ("reference", reference)):
@@ -438,6 +509,12 @@ def apply_color_fix(images: torch.Tensor, reference: torch.Tensor, method: str) 
     if method == "none":
         return images
     x = images[..., :3].movedim(-1, 1).float().cpu()
+    if method == FIX_NEEDS_HINTS:
+        if not isinstance(hints, Hints):
+            raise ValueError(
+                "the consistency method needs the hints input: connect ASSR Diffusion Prepare's hints output"
+            )
+        return to_comfy_image([hints.keep_file_band(x)])
     ref = _repeat_to(reference[..., :3].movedim(-1, 1).float().cpu(), x.shape[0])
     if ref.shape[-2:] != x.shape[-2:]:
         ref = F.interpolate(ref, size=x.shape[-2:], mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
@@ -461,15 +538,24 @@ class ASSRColorFix(io.ComfyNode):
                 io.Image.Input("image", tooltip="The diffusion result (after VAE Decode)."),
                 io.Image.Input("reference", tooltip="The fidelity decode (ASSR Diffusion Prepare's fidelity output)."),
                 io.Combo.Input(
-                    "method", options=list(COLOR_FIXES), default="wavelet", tooltip="wavelet, AdaIN, or none."
+                    "method",
+                    options=list(COLOR_FIXES),
+                    default="wavelet",
+                    tooltip=(
+                        "consistency: the files' band below the low-res Nyquist restored exactly, the model's detail "
+                        "above it as realism allows (needs hints); wavelet, AdaIN, or none."
+                    ),
+                ),
+                ASSRHintsType.Input(
+                    "hints", optional=True, tooltip="ASSR Diffusion Prepare's hints (for the consistency method)."
                 ),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The colour-fixed images.")],
         )
 
     @classmethod
-    def execute(cls, image, reference, method) -> io.NodeOutput:
-        return io.NodeOutput(apply_color_fix(image, reference, method))
+    def execute(cls, image, reference, method, hints=None) -> io.NodeOutput:
+        return io.NodeOutput(apply_color_fix(image, reference, method, hints))
 
 
 # --- all in one -----------------------------------------------------------------------------------
@@ -510,8 +596,11 @@ class ASSRDiffusionDecode(io.ComfyNode):
                 io.Combo.Input(
                     "color_fix",
                     options=list(COLOR_FIXES),
-                    default="wavelet",
-                    tooltip="Colour fix against the fidelity decode.",
+                    default="consistency",
+                    tooltip=(
+                        "consistency: the files' band below the low-res Nyquist kept exactly, the model's detail "
+                        "above it as realism allows; wavelet/AdaIN: colour fixes against the fidelity decode."
+                    ),
                 ),
                 io.Int.Input(
                     "tile_size",
@@ -531,7 +620,7 @@ class ASSRDiffusionDecode(io.ComfyNode):
     @classmethod
     def execute(
         cls, model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, seed, steps, cfg,
-        sampler_name, scheduler, color_fix: str = "wavelet", tile_size: int = 768, prompt: str = "",
+        sampler_name, scheduler, color_fix: str = "consistency", tile_size: int = 768, prompt: str = "",
         negative: str = NEGATIVE_DEFAULT,
     ) -> io.NodeOutput:  # fmt: skip
         p = prepare(
@@ -544,14 +633,23 @@ class ASSRDiffusionDecode(io.ComfyNode):
         if images.ndim == 5:  # some VAEs return (B, T, H, W, C)
             images = images.reshape(-1, *images.shape[-3:])
         fidelity = to_comfy_image([p.hints.decoded[i : i + 1] for i in range(p.hints.decoded.shape[0])])
-        images = apply_color_fix(images.to(fidelity.device), fidelity, color_fix)
+        images = apply_color_fix(images.to(fidelity.device), fidelity, color_fix, p.hints)
         return io.NodeOutput(images, fidelity, ui=ui.PreviewText(_summary(p)))
+
+
+def start_sigmas(model, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
+    """The scheduler's ``steps`` sigmas below one starting sigma: the model's own sigma at ``1 - denoise`` of
+    its time range (close to what KSampler's denoise gives with the normal scheduler), the same for every scheduler."""
+    ms = model.get_model_object("model_sampling")
+    full = comfy.samplers.calculate_sigmas(ms, scheduler, SCHEDULE_RESOLUTION).float().cpu()
+    return from_start_sigma(full, ms.percent_to_sigma(1.0 - denoise), steps)
 
 
 def sample_tiled(model, p: Prepared, seed, steps, cfg, sampler_name, scheduler, tile: int, adaptor_strength=1.0):
     """Sample the prepared latent, in overlapping latent tiles of ``tile`` when it is larger, with one
     progress bar (and live preview) over every tile's steps. The noise is drawn once for the whole latent,
-    so a tile sees the same noise as the untiled run would there."""
+    so a tile sees the same noise as the untiled run would there; every scheduler starts at one sigma."""
+    sigmas = start_sigmas(model, scheduler, steps, p.denoise)
     latent = comfy.sample.fix_empty_latent_channels(model, p.latent)
     noise = comfy.sample.prepare_noise(latent, seed)
     h, w = latent.shape[-2:]
@@ -577,10 +675,9 @@ def sample_tiled(model, p: Prepared, seed, steps, cfg, sampler_name, scheduler, 
                             p.consistency)  # fmt: skip
         out = comfy.sample.sample(
             m, noise[..., y0:y1, x0:x1], steps, cfg, sampler_name, scheduler, p.positive, p.negative, lat,
-            denoise=p.denoise, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+            sigmas=sigmas, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
         )  # fmt: skip
         done[0] += 1
         return out.float().cpu()
 
     return tiled(sample_tile, latent.float(), tile, overlap)
-

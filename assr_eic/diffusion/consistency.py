@@ -121,3 +121,15 @@ def band_energy(x: torch.Tensor, cutoff: float) -> float:
     """Mean squared amplitude of ``x`` above ``cutoff`` cycles per pixel (the freedom figure)."""
     hp = x.float() - lowpass(x.float(), cutoff, roll_off=0.0)
     return float(hp.pow(2).mean())
+
+
+def latent_sigma(s: float, vae_factor: float = 8.0) -> float:
+    """Std (latent pixels) of the Gaussian whose gain is 1/2 at the low-res Nyquist 1/(2s) cycles per image
+    pixel, on a latent grid ``vae_factor`` image pixels apart: ``sqrt(2 ln 2) * 2 s / (2 pi * vae_factor)``.
+
+    Below 1 latent pixel for every s <= 8 on an 8x VAE: the file determines all the latent grid can hold,
+    so the latent pull is nearly the whole prediction and the freedom lives in the pixel-space split.
+    """
+    if not s > 0 or not vae_factor > 0:
+        raise ValueError(f"need s > 0 and vae_factor > 0, got {s} and {vae_factor}")
+    return math.sqrt(2 * math.log(2)) * 2 * s / (2 * math.pi * vae_factor)
