@@ -20,6 +20,7 @@ import comfy.samplers
 import comfy.utils
 import folder_paths
 import latent_preview
+import node_helpers
 import torch
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io, ui
@@ -37,7 +38,8 @@ from assr_eic.diffusion import (
 )
 from assr_eic.diffusion.adaptor import adaptor_from_state
 from assr_eic.diffusion.consistency import keep_low_band, latent_hold, latent_sigma
-from assr_eic.diffusion.sampler import tile_boxes, tiled
+from assr_eic.diffusion.family import Family, check_adaptor_family, family_of
+from assr_eic.diffusion.sampler import tiled
 from assr_eic.diffusion.schedule import from_start_sigma
 from assr_eic.pipeline import decode, downsample
 from assr_eic.rescale import resize
@@ -54,6 +56,11 @@ NEGATIVE_DEFAULT = "blurry, lowres, jpeg artifacts, compression artifacts, noise
 LOWPASS_SIGMA = 2.0  # latent pixels: main's fixed band, kept as the fallback when no scale is known
 MAX_SIDE = 16384
 ASSRHintsType = io.Custom("ASSR_DIFFUSION_HINTS")
+TILE_TOOLTIP = (
+    "Outputs larger than this (pixels) are denoised tile by tile inside every model call, the predictions "
+    "blended (one trajectory, one noise: no seams). 0: the family's native resolution (SD 1.x 512, SD 2.x 768, "
+    "SDXL, SD 3.x and Flux 1024)."
+)
 
 
 def register_adaptor_folder() -> None:
@@ -229,17 +236,22 @@ class AdaptorPatch:
     model_sampling: object
     unet_dtype: torch.dtype
     previous: object = None
+    latent_hw: tuple | None = None
     _cache: dict = field(default_factory=dict)
 
-    def residuals(self, x: torch.Tensor, sigma: torch.Tensor) -> dict:
-        """The control dict for UNet input ``x`` (sampler space) at noise level ``sigma`` (B,)."""
+    def residuals(self, x: torch.Tensor, sigma: torch.Tensor, box: tuple | None = None) -> dict:
+        """The control dict for UNet input ``x`` (sampler space) at noise level ``sigma`` (B,); ``box``: the
+        latent window (y0, y1, x0, x1) ``x`` is, when :class:`TilePatch` runs the model tile by tile."""
         ms = self.model_sampling
         xc = ms.calculate_input(sigma, x)  # what the UNet itself sees (VP-scaled noisy latent)
         t = ms.timestep(sigma).float()
         dev = next(self.adaptor.parameters()).device
-        key = (dev, x.shape[0])
+        key = (dev, x.shape[0], box)
         if key not in self._cache:
             h = self.hints
+            if box is not None:
+                f = h.size[0] // self.latent_hw[0] if self.latent_hw else 8
+                h = h.crop(*(f * v for v in box))
             self._cache[key] = tuple(
                 _repeat_to(v, x.shape[0]).to(dev) for v in (h.decoded, h.degradation, h.uncertainty)
             )
@@ -251,10 +263,71 @@ class AdaptorPatch:
 
     def __call__(self, apply_model, args: dict) -> torch.Tensor:
         x, sigma, c = args["input"], args["timestep"], dict(args["c"])
-        c["control"] = merge_control(c.get("control"), self.residuals(x, sigma))
+        c["control"] = merge_control(c.get("control"), self.residuals(x, sigma, args.get(BOX_KEY)))
         if self.previous is not None:
             return self.previous(apply_model, {**args, "c": c})
         return apply_model(x, sigma, **c)
+
+
+def _crop_spatial(v, box: tuple[int, int, int, int], hw: tuple[int, int]):
+    """The window ``box`` (latent pixels of an ``hw`` latent) of a conditioning tensor on the latent grid
+    or a multiple of it (image conditioning, control residuals); other values as they are."""
+    if isinstance(v, dict):
+        return {k: _crop_spatial(t, box, hw) for k, t in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_crop_spatial(t, box, hw) for t in v)
+    if isinstance(v, torch.Tensor) and v.ndim >= 4:
+        fy, fx = v.shape[-2] / hw[0], v.shape[-1] / hw[1]
+        if fy == fx and fy > 0 and (fy * box[0]).is_integer() and (fy * box[1]).is_integer():
+            y0, y1, x0, x1 = (round(fy * b) for b in box)
+            return v[..., y0:y1, x0:x1]
+    return v
+
+
+BOX_KEY = "assr_tile_box"
+SPATIAL_CONDS = ("c_concat", "control")
+
+
+@dataclass
+class TilePatch:
+    """Tiling inside one trajectory (MultiDiffusion, Bar-Tal et al. 2023) as a UNet function wrapper: every
+    model call runs on overlapping latent tiles of ``tile`` and the predictions are blended with linear
+    ramps, so the sampler steps one latent with one noise and neighbouring tiles agree at every step.
+    Works under any sampler (the stock KSampler included); a latent no larger than ``tile`` is one call."""
+
+    tile: int
+    overlap: int
+    previous: object = None
+    calls: int = 0  # model calls on a tile so far (tests and diagnostics)
+
+    def __call__(self, apply_model, args: dict) -> torch.Tensor:
+        x, sigma, c = args["input"], args["timestep"], args["c"]
+        hw = tuple(x.shape[-2:])
+
+        def one(xt: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+            mm.throw_exception_if_processing_interrupted()
+            self.calls += 1
+            ct = {k: (_crop_spatial(v, box, hw) if k in SPATIAL_CONDS else v) for k, v in c.items()}
+            if self.previous is not None:
+                return self.previous(apply_model, {**args, "input": xt, "c": ct, BOX_KEY: box})
+            return apply_model(xt, sigma, **ct)
+
+        return tiled(one, x, self.tile, self.overlap)
+
+
+def tile_overlap(tile: int) -> int:
+    """Latent pixels two neighbouring tiles share: a quarter of the tile, at most 32 (256 image pixels)."""
+    return max(1, min(tile // 4, 32))
+
+
+def add_tiling(m, tile: int, latent_hw: tuple[int, int]):
+    """Attach :class:`TilePatch` (outermost wrapper) to the patched clone ``m`` when the latent is larger than
+    ``tile`` latent pixels; returns the patch or None."""
+    if max(latent_hw) <= tile:
+        return None
+    patch = TilePatch(tile, tile_overlap(tile), m.model_options.get("model_function_wrapper"))
+    m.set_model_unet_function_wrapper(patch)
+    return patch
 
 
 def sampling_progress(args: dict) -> float:
@@ -301,8 +374,10 @@ def patch_model(
     adaptor: ASSRAdaptor | None,
     adaptor_strength: float,
     consistency: float,
+    tile: int | None = None,
 ):
-    """A clone of the user's MODEL with the adaptor (if any) and the consistency step (if > 0) attached.
+    """A clone of the user's MODEL with the adaptor (if any), the consistency step (if > 0) and, for a latent
+    larger than ``tile`` latent pixels, tiling inside the trajectory attached.
 
     ``consistency`` = 1 - realism: the step's pull follows the realism's schedule over sampling time."""
     m = model.clone()
@@ -313,14 +388,33 @@ def patch_model(
         m.set_additional_models(ADAPTOR_KEY, [patcher])  # loaded and offloaded with the UNet
         previous = m.model_options.get("model_function_wrapper")
         ms = m.get_model_object("model_sampling")
-        m.set_model_unet_function_wrapper(AdaptorPatch(adaptor, hints, adaptor_strength, ms, unet_dtype, previous))
+        patch = AdaptorPatch(adaptor, hints, adaptor_strength, ms, unet_dtype, previous, tuple(latent.shape[-2:]))
+        m.set_model_unet_function_wrapper(patch)
     if consistency > 0:
         latent_format = m.get_model_object("latent_format")
         x0_ref = latent_format.process_in(latent.float())
         s = sum(d.s for d in hints.degradations) / len(hints.degradations)
         sigma = latent_sigma(s, hints.size[0] / latent.shape[-2])
         m.set_model_sampler_post_cfg_function(ConsistencyPatch(x0_ref, None, None, sigma, 1.0 - consistency))
+    if tile is not None:
+        add_tiling(m, tile, tuple(latent.shape[-2:]))
     return m
+
+
+def model_family(model) -> Family:
+    """The checkpoint family of a ComfyUI MODEL, from the config ComfyUI detected for it (one clear error
+    for a family the decoder does not know)."""
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    if config is None:
+        raise ValueError("the model input must be a MODEL from Load Checkpoint or Load Diffusion Model")
+    return family_of(type(config).__name__, model.get_model_object("latent_format").latent_channels)
+
+
+def with_guidance(conditioning: list, family: Family) -> list:
+    """Flux-style distilled guidance set on conditioning that has none (other families: unchanged)."""
+    if family.guidance is None or all("guidance" in c[1] for c in conditioning):
+        return conditioning
+    return node_helpers.conditioning_set_values(conditioning, {"guidance": family.guidance})
 
 
 def encode_prompt(clip, text: str):
@@ -351,28 +445,45 @@ class Prepared:
     prompt: str
     adaptor: ASSRAdaptor | None
     consistency: float
+    family: Family | None = None
+
+    @property
+    def tiling(self) -> TilePatch | None:
+        wrapper = self.model.model_options.get("model_function_wrapper")
+        return wrapper if isinstance(wrapper, TilePatch) else None
 
 
 def prepare(
     model, clip, vae, bitstream, assr_model, adaptor_name, realism, factor, adaptor_strength, prompt, negative,
-    progress: Progress | None = None,
+    progress: Progress | None = None, tile_size: int = 0, conditioning=None, negative_conditioning=None,
 ) -> Prepared:  # fmt: skip
-    """Everything the sampler needs, shared by the split nodes and the all-in-one node."""
+    """Everything the sampler needs, shared by the split nodes and the all-in-one node. ``tile_size`` 0: the
+    family's native resolution; ``conditioning`` (and ``negative_conditioning``) given: used instead of
+    encoding the prompt (image semantics through the stock unCLIP or style nodes, or any conditioning)."""
     if not isinstance(assr_model, ModelHandle):
         raise ValueError("the assr_model input must come from a Load ASSR Model node")
+    family = model_family(model)
     if vae is None:
         raise ValueError("the vae input is missing: connect the VAE of your checkpoint")
+    adaptor = load_adaptor_file(adaptor_name)
+    if adaptor is not None:
+        check_adaptor_family(adaptor.family, family, f"the ASSR adaptor {adaptor_name!r}")
     items = items_of(bitstream)
     hints = decode_hints(items, assr_model, output_size(items, factor), progress)
-    adaptor = load_adaptor_file(adaptor_name)
     text = choose_prompt(hints, prompt, items)
-    positive, negative = encode_prompt(clip, text), encode_prompt(clip, (negative or "").strip())
+    positive = conditioning if conditioning is not None else encode_prompt(clip, text)
+    if negative_conditioning is not None:
+        negative = negative_conditioning
+    else:
+        negative = encode_prompt(clip, (negative or "").strip())
+    positive, negative = with_guidance(positive, family), with_guidance(negative, family)
     latent = vae.encode(hints.decoded.movedim(1, -1))
     denoise = sum(denoise_strength(d, realism) for d in hints.degradations) / len(hints.degradations)
     consistency = max(0.0, min(1.0, 1.0 - realism))
     hints = replace(hints, realism=float(realism))
-    patched = patch_model(model, hints, latent, adaptor, adaptor_strength, consistency)
-    return Prepared(patched, positive, negative, latent, denoise, hints, text, adaptor, consistency)
+    tile = (tile_size or family.native) // 8
+    patched = patch_model(model, hints, latent, adaptor, adaptor_strength, consistency, max(1, tile))
+    return Prepared(patched, positive, negative, latent, denoise, hints, text, adaptor, consistency, family)
 
 
 # --- shared widgets -------------------------------------------------------------------------------
@@ -380,8 +491,14 @@ def prepare(
 
 def _inputs() -> list:
     return [
-        io.Model.Input("model", tooltip="Your Stable Diffusion 1.x/2.x model (from Load Checkpoint)."),
-        io.Clip.Input("clip", tooltip="The text encoder of the same checkpoint (encodes the prompt)."),
+        io.Model.Input(
+            "model", tooltip="Your SD 1.x, SD 2.x, SDXL, SD 3.x or Flux model (Load Checkpoint or Load Diffusion Model)"
+        ),
+        io.Clip.Input(
+            "clip",
+            optional=True,
+            tooltip="The text encoder of the same checkpoint (encodes the prompt; not needed with conditioning).",
+        ),
         io.Vae.Input("vae", tooltip="The VAE of the same checkpoint (encodes the fidelity decode to a latent)."),
         ASSRBitstreamType.Input("bitstream", tooltip="The .assr bitstreams to decode (one image each)."),
         ASSRModelType.Input("assr_model", tooltip="The ASSR model that wrote the bitstreams (fidelity decoder)."),
@@ -435,6 +552,17 @@ def _inputs() -> list:
             optional=True,
             tooltip="Negative prompt (what the result should not look like).",
         ),
+        io.Conditioning.Input(
+            "conditioning",
+            optional=True,
+            tooltip=(
+                "Optional conditioning used instead of the prompt: e.g. CLIP Text Encode followed by unCLIP "
+                "Conditioning or Apply Style Model, to add an image's semantics (CLIP vision) to the text."
+            ),
+        ),
+        io.Conditioning.Input(
+            "negative_conditioning", optional=True, tooltip="Optional negative conditioning instead of the negative."
+        ),
     ]
 
 
@@ -443,7 +571,7 @@ def _summary(p: Prepared) -> str:
     mode = "adaptor" if p.adaptor is not None else "training-free"
     shown = p.prompt if len(p.prompt) <= 60 else p.prompt[:57] + "..."
     return (
-        f"{len(p.hints.degradations)} image(s) at {W}x{H}, {mode}\n"
+        f"{len(p.hints.degradations)} image(s) at {W}x{H}, {mode}, {p.family.name if p.family else '?'}\n"
         f"denoise {p.denoise:.3f}, consistency {p.consistency:.2f}\nprompt: {shown or '(none)'}"
     )
 
@@ -461,7 +589,10 @@ class ASSRDiffusionPrepare(io.ComfyNode):
                 "consistency step), encodes the prompt, and gives the VAE-encoded fidelity decode with the "
                 "denoise strength the degradation calls for. Follow with KSampler, VAE Decode and ASSR Color Fix."
             ),
-            inputs=_inputs(),
+            inputs=[
+                *_inputs(),
+                io.Int.Input("tile_size", default=0, min=0, max=4096, step=64, optional=True, tooltip=TILE_TOOLTIP),
+            ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="Your model, patched: connect it to KSampler."),
                 io.Conditioning.Output(display_name="positive", tooltip="The prompt (from the file or typed)."),
@@ -478,20 +609,23 @@ class ASSRDiffusionPrepare(io.ComfyNode):
                     tooltip="What the files say (low-res images, scales, uncertainty, realism): ASSR Color Fix's "
                     "consistency method keeps it.",
                 ),
+                io.Float.Output(display_name="cfg", tooltip="The classifier-free guidance that suits this family."),
             ],
         )
 
     @classmethod
     def execute(
-        cls, model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength,
-        prompt: str = "", negative: str = NEGATIVE_DEFAULT,
+        cls, model, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, clip=None,
+        prompt: str = "", negative: str = NEGATIVE_DEFAULT, tile_size: int = 0, conditioning=None,
+        negative_conditioning=None,
     ) -> io.NodeOutput:  # fmt: skip
         p = prepare(
-            model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, prompt, negative
-        )
+            model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, prompt, negative,
+            tile_size=tile_size, conditioning=conditioning, negative_conditioning=negative_conditioning,
+        )  # fmt: skip
         fidelity = to_comfy_image([p.hints.decoded[i : i + 1] for i in range(p.hints.decoded.shape[0])])
         return io.NodeOutput(
-            p.model, p.positive, p.negative, {"samples": p.latent}, p.denoise, fidelity, p.hints,
+            p.model, p.positive, p.negative, {"samples": p.latent}, p.denoise, fidelity, p.hints, p.family.cfg,
             ui=ui.PreviewText(_summary(p)),
         )  # fmt: skip
 
@@ -585,7 +719,14 @@ class ASSRDiffusionDecode(io.ComfyNode):
                 ),  # fmt: skip
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Sampling steps (before denoise)."),
                 io.Float.Input(
-                    "cfg", default=4.0, min=0.0, max=30.0, step=0.1, round=0.01, tooltip="Classifier-free guidance."
+                    "cfg",
+                    default=0.0,
+                    min=0.0,
+                    max=30.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Classifier-free guidance; 0: the family's (4 for SD, 3.5 for SD 3.x, 1 for Flux, which "
+                    "gets distilled guidance 3.5 instead).",
                 ),
                 io.Combo.Input(
                     "sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="euler", tooltip="The sampler."
@@ -604,11 +745,11 @@ class ASSRDiffusionDecode(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "tile_size",
-                    default=768,
-                    min=64,
+                    default=0,
+                    min=0,
                     max=4096,
                     step=64,
-                    tooltip="Outputs larger than this (pixels) are sampled in overlapping tiles of this size.",
+                    tooltip=TILE_TOOLTIP,
                 ),
             ],
             outputs=[
@@ -619,16 +760,15 @@ class ASSRDiffusionDecode(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, seed, steps, cfg,
-        sampler_name, scheduler, color_fix: str = "consistency", tile_size: int = 768, prompt: str = "",
-        negative: str = NEGATIVE_DEFAULT,
+        cls, model, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, seed, steps, cfg,
+        sampler_name, scheduler, clip=None, color_fix: str = "consistency", tile_size: int = 0, prompt: str = "",
+        negative: str = NEGATIVE_DEFAULT, conditioning=None, negative_conditioning=None,
     ) -> io.NodeOutput:  # fmt: skip
         p = prepare(
-            model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, prompt, negative
-        )
-        samples = sample_tiled(
-            model, p, seed, steps, cfg, sampler_name, scheduler, tile_size // 8, adaptor_strength=adaptor_strength
-        )
+            model, clip, vae, bitstream, assr_model, adaptor, realism, factor, adaptor_strength, prompt, negative,
+            tile_size=tile_size, conditioning=conditioning, negative_conditioning=negative_conditioning,
+        )  # fmt: skip
+        samples = sample_prepared(model, p, seed, steps, cfg or p.family.cfg, sampler_name, scheduler)
         images = vae.decode(samples)
         if images.ndim == 5:  # some VAEs return (B, T, H, W, C)
             images = images.reshape(-1, *images.shape[-3:])
@@ -645,39 +785,21 @@ def start_sigmas(model, scheduler: str, steps: int, denoise: float) -> torch.Ten
     return from_start_sigma(full, ms.percent_to_sigma(1.0 - denoise), steps)
 
 
-def sample_tiled(model, p: Prepared, seed, steps, cfg, sampler_name, scheduler, tile: int, adaptor_strength=1.0):
-    """Sample the prepared latent, in overlapping latent tiles of ``tile`` when it is larger, with one
-    progress bar (and live preview) over every tile's steps. The noise is drawn once for the whole latent,
-    so a tile sees the same noise as the untiled run would there; every scheduler starts at one sigma."""
+def sample_prepared(model, p: Prepared, seed, steps, cfg, sampler_name, scheduler) -> torch.Tensor:
+    """Sample the prepared latent in one trajectory (tiled inside each model call when the prepared model
+    tiles), from one starting sigma whatever the scheduler, with progress and live preview per step."""
     sigmas = start_sigmas(model, scheduler, steps, p.denoise)
     latent = comfy.sample.fix_empty_latent_channels(model, p.latent)
     noise = comfy.sample.prepare_noise(latent, seed)
-    h, w = latent.shape[-2:]
-    overlap = min(tile // 4, 16)
-    total = len(tile_boxes(h, w, tile, overlap)) * steps
-    pbar = comfy.utils.ProgressBar(total)
+    pbar = comfy.utils.ProgressBar(steps)
     previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
-    done = [0]  # tiles finished so far, for the progress bar
 
-    def sample_tile(lat: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
-        mm.throw_exception_if_processing_interrupted()
-        y0, y1, x0, x1 = box
-        k = done[0]
+    def callback(step, x0_pred, x, total_steps):
+        preview = previewer.decode_latent_to_preview_image("JPEG", x0_pred) if previewer else None
+        pbar.update_absolute(step + 1, steps, preview)
 
-        def callback(step, x0_pred, x, total_steps):
-            preview = previewer.decode_latent_to_preview_image("JPEG", x0_pred) if previewer else None
-            pbar.update_absolute(k * steps + step + 1, total, preview)
-
-        if (y1 - y0, x1 - x0) == (h, w):
-            m = p.model
-        else:
-            m = patch_model(model, p.hints.crop(8 * y0, 8 * y1, 8 * x0, 8 * x1), lat, p.adaptor, adaptor_strength,
-                            p.consistency)  # fmt: skip
-        out = comfy.sample.sample(
-            m, noise[..., y0:y1, x0:x1], steps, cfg, sampler_name, scheduler, p.positive, p.negative, lat,
-            sigmas=sigmas, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
-        )  # fmt: skip
-        done[0] += 1
-        return out.float().cpu()
-
-    return tiled(sample_tile, latent.float(), tile, overlap)
+    out = comfy.sample.sample(
+        p.model, noise, steps, cfg, sampler_name, scheduler, p.positive, p.negative, latent, sigmas=sigmas,
+        callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )  # fmt: skip
+    return out.float().cpu()

@@ -33,6 +33,7 @@ from ..layers import ConfigModule, sinusoidal
 
 FORMAT = "assr_eic.diffusion_adaptor"
 FORMAT_VERSION = "1"
+DEFAULT_FAMILY = "sd1"  # the checkpoint family an adaptor is for (metadata "family"); files before it: SD 1.x
 
 
 class AdaptorFileError(ValueError):
@@ -298,11 +299,13 @@ class ASSRAdaptor(ConfigModule):
 
 
 def save_adaptor(module: ASSRAdaptor, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write the adaptor as one safetensors file (config JSON in its metadata), atomically."""
+    """Write the adaptor as one safetensors file (config JSON and the checkpoint family it is for, the
+    module's ``family`` attribute or SD 1.x, in its metadata), atomically."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(module.config)}
+    meta["family"] = getattr(module, "family", DEFAULT_FAMILY)
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -324,6 +327,7 @@ def adaptor_from_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, s
         module.load_state_dict(dict(tensors))
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise AdaptorFileError(f"{name} does not match the ASSR adaptor layout ({e})") from None
+    module.family = meta.get("family", DEFAULT_FAMILY)
     return module
 
 

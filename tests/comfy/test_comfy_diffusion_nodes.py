@@ -136,7 +136,8 @@ class TestCheckpointFixture:
 class TestPrepare:
     def test_outputs_follow_the_bitstream(self, nodes, checkpoint, assr_model, item):
         out = prepare(nodes, checkpoint, assr_model, item, realism=0.5)
-        model, positive, negative, latent, denoise, fidelity, hints = out.result
+        model, positive, negative, latent, denoise, fidelity, hints, cfg = out.result
+        assert cfg == 4.0, "the SD 1.x default guidance"
         assert hints.realism == 0.5 and len(hints.lowres) == 1 and hints.lowres[0].shape == (1, 3, 32, 32)
         assert latent["samples"].shape == (1, 4, 8, 8)
         assert fidelity.shape == (1, 64, 64, 3)
@@ -301,8 +302,18 @@ class TestDiffusionDecode:
         image, fidelity = out.result
         assert image.shape == fidelity.shape == (1, 96, 96, 3)  # 64 x 1.5, in 2 x 2 tiles of 64 px
         steps_run = len([s for s in seen if s[1] == seen[-1][1]])
-        assert seen[-1][0] == seen[-1][1] == 4 * 2, seen  # one bar over 4 tiles x 2 steps
-        assert steps_run == 8 and all(p for *_, p in seen), "every step reports a preview"
+        assert seen[-1][0] == seen[-1][1] == 2, seen  # one trajectory: one bar over its 2 steps
+        assert steps_run == 2 and all(p for *_, p in seen), "every step reports a preview"
+        # the tiles are inside each model call: 2 x 2 tiles of 8 latent px at every one of the 2 steps
+        import sys
+
+        node_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["ASSR_DiffusionDecode"].__module__]
+        with torch.inference_mode():
+            p = node_module.prepare(
+                model, clip, vae, [item], assr_model, "none (training-free)", 0.5, 1.5, 1.0, "", "blurry", tile_size=64
+            )
+            node_module.sample_prepared(model, p, SEED, 2, 2.0, "euler", "normal")
+        assert p.tiling is not None and p.tiling.tile == 8 and p.tiling.calls == 4 * 2
         # colour-fixed against the fidelity decode: the low frequencies match it
         img, fid = image.movedim(-1, 1).cpu(), fidelity.movedim(-1, 1).cpu()
         blur = torch.nn.AvgPool2d(32)
@@ -367,7 +378,7 @@ class TestConsistencyByConstruction:
             p_fid = _psnr(down(fid), y)
             energy = []
             for r in REALISMS:
-                patched, pos, neg, latent, denoise, fidelity, hints = prepare(
+                patched, pos, neg, latent, denoise, fidelity, hints, _ = prepare(
                     nodes, checkpoint, assr_model, it, realism=r
                 ).result
                 samples = ksampler(nodes, patched, pos, neg, latent, denoise, steps=2)

@@ -1,0 +1,249 @@
+"""The diffusion decoder on every checkpoint family, inside a real (imported) ComfyUI, on small random-weight
+models that ComfyUI's own Load Diffusion Model node detects as SD 1.x, SD 2.x-v, SDXL and SD 3.x
+(tests/comfy/diffusion_families.py), with text conditioning made in-process.
+
+Random weights make noise: these figures measure the sampler, not the prior. Per family: the detection
+and its defaults; the consistency figure (the output downsampled by s within 1 dB of the fidelity
+decode's match to the file's low-res image, realism 0, 0.5, 1) through the stock KSampler and through the
+all-in-one node; the energy above the low-res Nyquist growing with realism; an adaptor of another family
+refused with one sentence before sampling; an unknown family one clear error. And seams: a 2048x1536
+output (a 256x192 latent) tiled inside one trajectory through the stock KSampler.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import diffusion_families
+import numpy as np
+import pytest
+import torch
+
+from assr_eic.diffusion import ASSRAdaptor, save_adaptor
+from assr_eic.diffusion.consistency import band_energy, nyquist
+from assr_eic.diffusion.family import FAMILIES, UnknownFamilyError
+from assr_eic.model import load_model
+from assr_eic.pipeline import decode, downsample
+
+pytestmark = pytest.mark.comfy
+
+FAMILY_KEYS = ("sd1", "sd2", "sdxl", "sd3")
+SEED = 3
+
+
+def run(nodes, node_id: str, **kwargs):
+    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
+    with torch.inference_mode():
+        return cls.execute(**kwargs)
+
+
+def node_module(nodes):
+    return sys.modules[nodes.NODE_CLASS_MAPPINGS["ASSR_DiffusionDecode"].__module__]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / (a.float() - b.float()).pow(2).mean()))
+
+
+@pytest.fixture(scope="module")
+def nodes(comfy_inproc):
+    return comfy_inproc
+
+
+@pytest.fixture(scope="module")
+def assr_model(nodes):
+    return run(nodes, "ASSR_LoadModel", model_name="default (built-in)")[0]
+
+
+def load_family(nodes, folders, family: str):
+    name = diffusion_families.install(folders["models"], family)
+    with torch.inference_mode():
+        return nodes.UNETLoader().load_unet(name, "default")[0]
+
+
+@pytest.fixture(scope="module")
+def item(nodes, assr_model):
+    """A real 64x64 photograph crop coded at s = 4 (a 16x16 low-res image)."""
+    from skimage import data
+
+    crop = np.ascontiguousarray(data.astronaut()[80:144, 180:244])
+    image = torch.from_numpy(crop).float()[None] / 255
+    (it,) = run(
+        nodes, "ASSR_Encode", image=image, model=assr_model, mode="scale + quality", bpp=0.05, scale=4.0,
+        quality=0.3, codec="av1", prompt="",
+    )[0]  # fmt: skip
+    return it
+
+
+def figures(image: torch.Tensor, it) -> tuple[float, float, float]:
+    """(PSNR of the output downsampled by s vs the file's low-res image, the fidelity decode's, energy above
+    the low-res Nyquist of the output's change from the fidelity decode)."""
+    bs = it.bitstream
+    dec = decode(bs)
+    y, fid = dec.lowres.x_hat.clamp(0, 1), dec.image.clamp(0, 1)
+    net = load_model(None)
+    x = image.movedim(-1, 1).float().cpu()
+    p = psnr(downsample(net, x, bs.codec, bs.scale_code), y)
+    p_fid = psnr(downsample(net, fid, bs.codec, bs.scale_code), y)
+    return p, p_fid, band_energy(x - fid, nyquist(fid.shape[-1] / y.shape[-1]))
+
+
+@pytest.mark.parametrize("family", FAMILY_KEYS)
+def test_family_detected_with_its_defaults_and_the_figures_hold(nodes, folders, assr_model, item, family):
+    import comfy.model_base
+    import comfy.samplers
+
+    model = load_family(nodes, folders, family)
+    config = type(model.model.model_config).__name__
+    n_params = sum(p.numel() for p in model.model.diffusion_model.parameters())
+    print(f"{family}: ComfyUI detects {config}, {model.model.model_type.name}, {n_params / 1e6:.1f} M parameters")
+    assert config == diffusion_families.CLASS_NAMES[family]
+    fam = node_module(nodes).model_family(model)
+    assert fam is FAMILIES[family]
+    want_type = {"sd2": "V_PREDICTION", "sd3": "FLOW"}.get(family, "EPS")
+    assert model.model.model_type == getattr(comfy.model_base.ModelType, want_type)
+    vae = diffusion_families.load_vae(fam.latent_channels)
+    pos, neg = diffusion_families.conditioning(family, 1), diffusion_families.conditioning(family, 2)
+    energy = {"ksampler": [], "all-in-one": []}
+    for r in (0.0, 0.5, 1.0):
+        args = dict(
+            model=model, vae=vae, bitstream=[item], assr_model=assr_model, adaptor="none (training-free)",
+            realism=r, factor=1.0, adaptor_strength=1.0, conditioning=pos, negative_conditioning=neg,
+        )  # fmt: skip
+        patched, p_pos, p_neg, latent, denoise, fidelity, hints, cfg = run(
+            nodes, "ASSR_DiffusionPrepare", **args
+        ).result
+        assert cfg == fam.cfg and latent["samples"].shape[1] == fam.latent_channels
+        with torch.inference_mode():
+            samples = nodes.common_ksampler(patched, SEED, 2, cfg, "euler", "normal", p_pos, p_neg, latent,
+                                            denoise=denoise)[0]["samples"]  # fmt: skip
+            raw = vae.decode(samples)
+        fixed = run(nodes, "ASSR_ColorFix", image=raw, reference=fidelity, method="consistency", hints=hints)[0]
+        p, p_fid, e = figures(fixed, item)
+        today, _, _ = figures(run(nodes, "ASSR_ColorFix", image=raw, reference=fidelity, method="wavelet")[0], item)
+        print(f"{family} KSampler realism {r}: {p:.2f} dB (fidelity {p_fid:.2f}, wavelet fix {today:.2f}), "
+              f"energy {e:.5f}")  # fmt: skip
+        assert p >= p_fid - 1.0, (family, r, p, p_fid)
+        assert today < p_fid - 3.0, (family, r, today, p_fid)
+        energy["ksampler"].append(e)
+        image, _ = run(
+            nodes, "ASSR_DiffusionDecode", **args, seed=SEED, steps=2, cfg=0.0, sampler_name="euler",
+            scheduler="karras", color_fix="consistency", tile_size=0,
+        ).result  # fmt: skip
+        p, p_fid, e = figures(image, item)
+        print(f"{family} all-in-one realism {r}: {p:.2f} dB (fidelity {p_fid:.2f}), energy {e:.5f}")
+        assert p >= p_fid - 1.0, (family, r, p, p_fid)
+        energy["all-in-one"].append(e)
+    for path, e in energy.items():
+        assert e[0] < e[1] < e[2], (family, path, e)
+
+
+def vae(family: str):
+    return diffusion_families.load_vae(FAMILIES[family].latent_channels)
+
+
+def test_adaptor_of_another_family_is_refused_before_sampling(nodes, folders, assr_model, item):
+    adaptors = folders["models"] / "assr_eic_adaptors"
+    adaptors.mkdir(parents=True, exist_ok=True)
+    save_adaptor(ASSRAdaptor(base_channels=32), adaptors / "sd1_family.safetensors")
+    xl = ASSRAdaptor(base_channels=32)
+    xl.family = "sdxl"
+    save_adaptor(xl, adaptors / "sdxl_family.safetensors")
+    for family, name, trained, given in (
+        ("sdxl", "sd1_family.safetensors", "SD 1.x", "SDXL"),
+        ("sd1", "sdxl_family.safetensors", "SDXL", "SD 1.x"),
+        ("sd3", "sd1_family.safetensors", "SD 1.x", "SD 3.x"),
+    ):
+        model = load_family(nodes, folders, family)
+        calls: list = []
+
+        def wrapper(f, a, calls=calls):
+            calls.append(1)
+            return f(a["input"], a["timestep"], **a["c"])
+
+        model.model_options = dict(model.model_options, model_function_wrapper=wrapper)
+        with pytest.raises(ValueError) as e:
+            run(
+                nodes, "ASSR_DiffusionDecode", model=model, vae=vae(family), bitstream=[item], assr_model=assr_model,
+                adaptor=name, realism=0.5, factor=1.0, adaptor_strength=1.0, seed=0, steps=2, cfg=0.0,
+                sampler_name="euler", scheduler="normal", conditioning=diffusion_families.conditioning(family),
+            )  # fmt: skip
+        msg = str(e.value)
+        print(msg)
+        assert msg.count(". ") == 0 and "\n" not in msg, "one sentence"
+        assert f"was trained for {trained} checkpoints, but this checkpoint is {given}" in msg
+        assert not calls, "refused before sampling"
+
+
+def test_unknown_family_is_one_clear_error(nodes, assr_model, item):
+    import comfy.model_detection
+    import comfy.sd
+
+    # a 4x upscaler layout (ComfyUI runs it; the diffusion decoder does not know it), reduced
+    config = dict(diffusion_families.CONFIGS["sd1"], in_channels=7, model_channels=256, context_dim=1024,
+                  use_linear_in_transformer=True, channel_mult=[1, 1, 1, 1], num_res_blocks=[1] * 4,
+                  transformer_depth=[0, 0, 0, 1], transformer_depth_output=[0] * 6 + [1, 1])  # fmt: skip
+    mc = comfy.model_detection.model_config_from_unet_config(config)
+    with torch.device("cpu"):
+        sd = mc.get_model({}, device="cpu").diffusion_model.state_dict()
+    model = comfy.sd.load_diffusion_model_state_dict(sd)
+    assert type(model.model.model_config).__name__ == "SD_X4Upscaler"
+    with pytest.raises(UnknownFamilyError, match=r"does not support this model \(SD_X4Upscaler\); it supports"):
+        run(
+            nodes, "ASSR_DiffusionPrepare", model=model, vae=None, bitstream=[item], assr_model=assr_model,
+            adaptor="none (training-free)", realism=0.5, factor=1.0, adaptor_strength=1.0,
+        )  # fmt: skip
+
+
+def _gradient_energy(x: torch.Tensor) -> torch.Tensor:
+    """Per-position squared gradient of a (1, C, h, w) latent, summed over channels (h-1, w-1)."""
+    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+    return (dx.pow(2) + dy.pow(2)).sum(1)[0]
+
+
+def test_seams_on_a_2048x1536_output_tiled_inside_one_trajectory(nodes, folders):
+    from assr_eic.diffusion.sampler import tile_boxes, tiled
+
+    nm = node_module(nodes)
+    model = load_family(nodes, folders, "sd1")
+    h, w = 192, 256  # the latent of a 2048x1536 output
+    tile = FAMILIES["sd1"].native // 8
+    g = torch.Generator().manual_seed(0)
+    latent = torch.nn.functional.interpolate(torch.randn(1, 4, h // 8, w // 8, generator=g), size=(h, w),
+                                             mode="bicubic", align_corners=False)  # fmt: skip
+    pos = diffusion_families.conditioning("sd1", 1)
+    m = model.clone()
+    patch = nm.add_tiling(m, tile, (h, w))
+    boxes = tile_boxes(h, w, tile, patch.overlap)
+    with torch.inference_mode():
+        ours = nodes.common_ksampler(m, SEED, 2, 1.0, "euler", "normal", pos, pos, {"samples": latent},
+                                     denoise=0.75)[0]["samples"]  # fmt: skip
+    assert patch.calls == 2 * len(boxes) and len(boxes) >= 12
+
+    # where the tiles overlap (covered twice or more) and their interiors (covered once)
+    cover = torch.zeros(h, w)
+    for y0, y1, x0, x1 in boxes:
+        cover[y0:y1, x0:x1] += 1
+    cover = cover[:-1, :-1]
+    band, inner = cover >= 2, cover == 1
+
+    def ratio(x: torch.Tensor) -> float:
+        e = _gradient_energy(x.float())
+        return float(e[band].mean() / e[inner].mean())
+
+    # main's way for comparison: each tile sampled on its own (the same noise there), crossfaded at the end
+    noise_all = torch.randn(latent.shape, generator=torch.Generator().manual_seed(SEED))
+
+    def alone(lat: torch.Tensor, box) -> torch.Tensor:
+        y0, y1, x0, x1 = box
+        import comfy.sample
+
+        with torch.inference_mode():
+            return comfy.sample.sample(model, noise_all[..., y0:y1, x0:x1], 2, 1.0, "euler", "normal", pos, pos, lat,
+                                       denoise=0.75).float()  # fmt: skip
+
+    independent = tiled(alone, latent, tile, patch.overlap)
+    r_ours, r_indep = ratio(ours), ratio(independent)
+    print(f"gradient energy, tile overlaps / interiors: one trajectory {r_ours:.3f}, independent tiles {r_indep:.3f}")
+    assert abs(r_ours - 1) < 0.1, r_ours
