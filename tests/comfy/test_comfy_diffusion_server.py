@@ -115,7 +115,16 @@ def test_nodes_declare_types_and_help(object_info):
         assert all(len(v[1].get("tooltip", "")) > 10 for v in declared.values()), node_id
         assert len(info["output_tooltips"]) == len(info["output"]) and all(info["output_tooltips"])
     prep = object_info["ASSR_DiffusionPrepare"]
-    assert prep["output"] == ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT", "FLOAT", "IMAGE"]
+    assert prep["output"] == [
+        "MODEL",
+        "CONDITIONING",
+        "CONDITIONING",
+        "LATENT",
+        "FLOAT",
+        "IMAGE",
+        "ASSR_DIFFUSION_HINTS",
+        "FLOAT",
+    ]
     adaptors = prep["input"]["required"]["adaptor"][1]["options"]
     assert adaptors[0] == "none (training-free)"
     realism = prep["input"]["required"]["realism"][1]
