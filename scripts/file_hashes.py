@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for codec in ("av1", "learned"):
         for img_name, img in (("kodim03", images["kodim03"]), ("kodim19", images["kodim19"]), ("odd383x509", odd)):
             for s, q in SQ:
-                h.add(f"sq/{codec}/{img_name}@s{s:g}q{q:g}", compress(img, scale=s, quality=q, codec=codec, model=model))
+                h.add(f"sq/{codec}/{img_name}@s{s:g}q{q:g}",
+                      compress(img, scale=s, quality=q, codec=codec, model=model))
         h.add(f"sq/{codec}/kodim03@s2q0.5+prompt", compress(images["kodim03"], scale=2.0, quality=0.5, codec=codec,
                                                               model=model, prompt="a red barn by a lake, sunset"))
     big03 = speed_image(images["kodim03"])
