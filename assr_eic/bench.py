@@ -257,8 +257,9 @@ def ours_spec(spec: str) -> tuple[str, str]:
 def run_ours(model, img: np.ndarray, name: str, target: float, spec: str) -> tuple[dict, object | None]:
     """One of our files: compress at ``target`` (rate control), decode. Returns (row, Decoded or None).
     ``spec``: the base codec, with "-fast" or "-best" for rate control's other efforts (:func:`ours_spec`)."""
+    from .image import to_uint8
     from .metrics import ms_ssim, psnr
-    from .pipeline import compress, decode, to_uint8
+    from .pipeline import compress, decode
     from .ratecontrol import RateError
 
     hw = img.shape[:2]
@@ -298,8 +299,8 @@ def run_ours(model, img: np.ndarray, name: str, target: float, spec: str) -> tup
 
 def run_ablation(model, img: np.ndarray, name: str, target: float, ours_row: dict, dec) -> dict:
     """The same av1 file, its decoded low-res image ``Decoded.lowres.x_hat`` upsampled with plain bicubic."""
+    from .image import to_uint8
     from .metrics import ms_ssim, psnr
-    from .pipeline import to_uint8
     from .rescale import resize
 
     hw = img.shape[:2]

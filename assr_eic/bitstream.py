@@ -34,6 +34,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+from .limits import MAX_PIXELS, MAX_PROMPT_BYTES, MAX_SIDE
+
 MAGIC = b"\xa5E"
 # 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
 # 3: the scale field also carries the fidelity flag (scale code * 2 + 1 = "upsample with plain bicubic")
@@ -44,12 +46,9 @@ WRITABLE_VERSIONS = (2, 3, 4)  # 2 and 3 for readers of those versions, where th
 STRENGTH_LEVELS = 4
 FULL_STRENGTH = STRENGTH_LEVELS - 1
 CODECS = ("av1", "learned")
-MAX_SIDE = 32768
-MAX_PIXELS = 1 << 28  # 268 Mpx: 16384 x 16384
 SCALE_STEPS = 64  # s is stored in steps of 1/64
 MIN_SCALE, MAX_SCALE = 1.0, 8.0
 QUALITY_STEPS = 255
-MAX_PROMPT_BYTES = 4096
 _CRC_BYTES = 4
 _FIXED = len(MAGIC) + 1 + 3  # magic, flags byte, fingerprint
 

@@ -52,7 +52,8 @@ def _write(path: Path, data: bytes, overwrite: bool) -> None:
 
 
 def cmd_compress(a: argparse.Namespace) -> None:
-    from .pipeline import compress, load_image
+    from .image import load_image
+    from .pipeline import compress
 
     if a.bpp is None and (a.scale is None or a.quality is None):
         raise UserError("give --bpp X, or both --scale S and --quality Q")

@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from assr_eic.bitstream import CODECS
+from assr_eic.limits import NODE_MAX_SIDE
 from assr_eic.pipeline import compress, decode
 from assr_eic.ratecontrol import EFFORTS
 
@@ -27,7 +28,7 @@ CODEC_DEFAULT = "model default"
 SIZE_ORIGINAL = "original"
 SIZE_FACTOR = "factor"
 SIZE_EXACT = "width x height"
-MAX_SIDE = 16384
+MAX_SIDE = NODE_MAX_SIDE
 
 
 def _model(model) -> ModelHandle:

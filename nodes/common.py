@@ -21,14 +21,14 @@ from comfy_api.latest import io
 
 from assr_eic import files
 from assr_eic.bitstream import Bitstream, BitstreamError, parse
+from assr_eic.image import composite_over_white
+from assr_eic.limits import MAX_FILE_BYTES
 from assr_eic.model import ASSRModel
-from assr_eic.pipeline import composite_over_white
 
 CATEGORY = "image/compression/assr"
 FOLDER = "assr_eic"
 DEFAULT_MODEL = "default (built-in)"
 EXTENSION = ".assr"
-MAX_FILE_BYTES = 1 << 30  # larger files are refused before reading (no real .assr file comes near this)
 
 ASSRModelType = io.Custom("ASSR_MODEL")
 ASSRBitstreamType = io.Custom("ASSR_BITSTREAM")

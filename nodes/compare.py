@@ -6,8 +6,9 @@ import torch
 from comfy_api.latest import io, ui
 
 from assr_eic.baselines import DEFAULT_SCALES, get_codec, matched
+from assr_eic.image import to_uint8
 from assr_eic.metrics import psnr
-from assr_eic.pipeline import decode, to_uint8
+from assr_eic.pipeline import decode
 from assr_eic.viz import labelled_grid
 
 from .codec import _model

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..bitstream import BitstreamError
+from ..image import to_uint8
 from . import obu
 from .base import Effort, LowresCode
 
@@ -154,11 +155,6 @@ def _padded_size(h: int, w: int) -> tuple[int, int]:
         return max(MIN_SIDE, n + (n & 1))
 
     return one(h), one(w)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, h, w) float in [0, 1] -> (h, w, 3) uint8."""
-    return (x[0].detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 class AV1Codec:
