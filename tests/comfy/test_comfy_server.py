@@ -169,6 +169,23 @@ class TestWorkflows:
         info = out[node_of(prompt, "ASSR_BitstreamInfo")]["text"][0]
         assert f"bytes: {bs.nbytes}" in info and "width: 600" in info and "height: 400" in info
 
+    def test_load_and_decode_a_shipped_sample(self, server, object_info, tmp_path):
+        """A fresh server lists the pack's samples, and the decode workflow runs on one with no copy step."""
+        name = "coffee.assr [sample]"
+        assert name in object_info["ASSR_LoadBitstream"]["input"]["required"]["bitstream"][1]["options"]
+        assert not list(server.input_dir.rglob("coffee.assr"))
+        prompt = prompt_for("assr_load_and_decode", object_info)
+        prompt[node_of(prompt, "ASSR_LoadBitstream")]["inputs"]["bitstream"] = name
+        entry = server.run(prompt)
+        assert entry["status"]["status_str"] == "success", harness.history_error(entry)
+        out = entry["outputs"]
+        factor = prompt[node_of(prompt, "ASSR_Decode")]["inputs"]["factor"]
+        h, w = round(368 * factor), round(480 * factor)  # the sample is a 480x368 crop
+        node_png = read_png(server.view(out[node_of(prompt, "SaveImage")]["images"][0]))
+        assert node_png.shape == (h, w, 3)
+        assert np.array_equal(cli_decode(harness.REPO / "samples" / "coffee.assr", tmp_path, f"{w}x{h}"), node_png)
+        assert f"{name}:" in out[node_of(prompt, "ASSR_LoadBitstream")]["text"][0]
+
     def test_rate_sweep_compare(self, server, object_info):
         prompt = prompt_for("assr_rate_sweep_compare", object_info, photo="chelsea.png")
         entry = server.run(prompt, timeout=300)
