@@ -107,7 +107,8 @@ class SaveASSRBitstream(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Writes each bitstream of the batch as an .assr file in ComfyUI's output folder, numbered "
-                "like Save Image; existing files are never overwritten."
+                "like Save Image; existing files are never overwritten. The node shows a download link "
+                "for each file (served by ComfyUI's /view, so it works on a remote ComfyUI too)."
             ),
             inputs=[
                 ASSRBitstreamType.Input("bitstream", tooltip="The bitstreams to save, one file per batch item."),

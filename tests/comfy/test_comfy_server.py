@@ -13,6 +13,7 @@ import shutil
 import harness
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from assr_eic.bitstream import parse
@@ -137,6 +138,8 @@ class TestWorkflows:
         saved = out[node_of(prompt, "ASSR_SaveBitstream")]["assr"]
         assert len(saved) == 1 and saved[0]["filename"].endswith("_.assr")
         path = server.output_dir / saved[0]["subfolder"] / saved[0]["filename"]
+        assert saved[0]["type"] == "output"
+        assert server.view(saved[0]) == path.read_bytes(), "ComfyUI's /view serves the saved file's exact bytes"
         bs = parse(path.read_bytes())
         target = prompt[node_of(prompt, "ASSR_Encode")]["inputs"]["bpp"]
         assert (bs.width, bs.height) == (512, 512)
@@ -289,4 +292,8 @@ def test_output_files_are_never_overwritten(server, object_info):
     assert names == ["coffee_00001_.assr", "coffee_00002_.assr"]
     files = sorted((server.output_dir / "runs").glob("*.assr"))
     assert [f.name for f in files] == names and files[0].read_bytes() != files[1].read_bytes()
+    for f in files:  # the download link's route, from a subfolder: the exact bytes, offered as the file's name
+        r = requests.get(server.url + "/view", params={"filename": f.name, "subfolder": "runs", "type": "output"})
+        assert r.status_code == 200 and r.content == f.read_bytes()
+        assert f'filename="{f.name}"' in r.headers["Content-Disposition"]
     shutil.rmtree(server.output_dir / "runs")
