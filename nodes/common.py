@@ -180,11 +180,15 @@ class Progress:
 # pointed at ComfyUI's folders and their errors become the plain ValueError sentences nodes raise.
 
 INPUT_LABEL = "ComfyUI's input folder"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"  # shipped, read-only (scripts/make_samples.py)
+SAMPLE_TAG = " [sample]"  # input-folder names end in .assr, so a tagged name never means an input file
 
 
 def list_input_bitstreams() -> list[str]:
     """``.assr`` files under the input folder (relative, '/'-separated, sorted), symlinked folders not
-    followed. Fresh on every call, so the node's list follows the folder."""
+    followed, then the pack's samples as ``name.assr [sample]``. Fresh on every call, so the node's
+    list follows the folder."""
+    samples = sorted(p.name + SAMPLE_TAG for p in SAMPLES_DIR.glob("*" + EXTENSION) if p.is_file())
     root = folder_paths.get_input_directory()
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -193,15 +197,19 @@ def list_input_bitstreams() -> list[str]:
         for f in filenames:
             if f.lower().endswith(EXTENSION) and not f.startswith("."):
                 out.append(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
-    return sorted(out)
+    return sorted(out) + samples
 
 
 def input_bitstream_path(name: str) -> Path:
-    """The real path of input-folder file ``name``; refuses names and symlinks that lead outside it."""
+    """The real path of input-folder file ``name`` (or of shipped sample ``x.assr [sample]``); refuses
+    names and symlinks that lead outside that folder."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError("choose an .assr file from the input folder")
+    root, label = folder_paths.get_input_directory(), INPUT_LABEL
+    if name.endswith(SAMPLE_TAG):
+        root, label, name = SAMPLES_DIR, "the pack's samples folder", name.removesuffix(SAMPLE_TAG)
     try:
-        return files.confined_path(folder_paths.get_input_directory(), name, INPUT_LABEL)
+        return files.confined_path(root, name, label)
     except files.FileError as e:
         raise ValueError(str(e)) from None
 

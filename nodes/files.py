@@ -67,14 +67,18 @@ class LoadASSRBitstream(io.ComfyNode):
             display_name="Load ASSR Bitstream",
             category=CATEGORY,
             description=(
-                "Loads an .assr file from ComfyUI's input folder. Press R to refresh the list, or use the "
-                "upload button to add a file from your computer."
+                "Loads an .assr file from ComfyUI's input folder, or one of the samples shipped with the "
+                "pack (marked [sample]). Press R to refresh the list, or use the upload button to add a "
+                "file from your computer."
             ),
             inputs=[
                 io.Combo.Input(
                     "bitstream",
                     options=list_input_bitstreams(),
-                    tooltip="An .assr file in ComfyUI's input folder (subfolders included).",
+                    tooltip=(
+                        "An .assr file in ComfyUI's input folder (subfolders included), or a sample shipped "
+                        "with the pack (name ending in [sample])."
+                    ),
                 ),
             ],
             outputs=[
@@ -103,7 +107,8 @@ class SaveASSRBitstream(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Writes each bitstream of the batch as an .assr file in ComfyUI's output folder, numbered "
-                "like Save Image; existing files are never overwritten."
+                "like Save Image; existing files are never overwritten. The node shows a download link "
+                "for each file (served by ComfyUI's /view, so it works on a remote ComfyUI too)."
             ),
             inputs=[
                 ASSRBitstreamType.Input("bitstream", tooltip="The bitstreams to save, one file per batch item."),

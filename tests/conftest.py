@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from assr_eic.model import ASSRModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # scripts the tests check
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,15 @@
 // Canvas helpers for the assr-eic node pack:
 //  - every ASSR_* node shows the text its last run reported (bytes, bpp, scale, quality, PSNR ...);
 //  - Load ASSR Bitstream gets an upload button (and accepts a dropped .assr file), because ComfyUI's
-//    built-in upload widget only takes images, audio and video.
+//    built-in upload widget only takes images, audio and video;
+//  - Save ASSR Bitstream shows a download link per saved file, served by ComfyUI's own /view route
+//    (so a remote or cloud ComfyUI hands the .assr to the browser).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const INFO = "assr_info";
 const UPLOAD = "upload .assr file";
+const DOWNLOADS = "assr_downloads";
 
 function addInfoWidget(node) {
   const el = document.createElement("textarea");
@@ -21,6 +24,33 @@ function addInfoWidget(node) {
   widget.serialize = false; // not part of the workflow nor of the prompt
   widget.inputEl = el;
   return widget;
+}
+
+function addDownloadWidget(node) {
+  const el = document.createElement("div");
+  el.style.cssText = "font:11px monospace;display:flex;flex-direction:column;gap:2px;overflow:auto;";
+  el.textContent = "download links appear here after a run";
+  const widget = node.addDOMWidget(DOWNLOADS, "assr_downloads", el, { serialize: false });
+  widget.serialize = false;
+  widget.inputEl = el;
+  return widget;
+}
+
+// One link per saved file ({filename, subfolder, type} as Save ASSR Bitstream reports it) to /view.
+function showDownloads(node, files) {
+  const el = node.widgets?.find((w) => w.name === DOWNLOADS)?.inputEl;
+  if (!el || !Array.isArray(files)) return;
+  el.replaceChildren(
+    ...files.map((f) => {
+      const a = document.createElement("a");
+      const params = new URLSearchParams({ filename: f.filename, subfolder: f.subfolder ?? "", type: f.type });
+      a.href = api.apiURL(`/view?${params}`);
+      a.download = f.filename;
+      a.textContent = `download ${f.subfolder ? `${f.subfolder}/` : ""}${f.filename}`;
+      a.style.color = "inherit";
+      return a;
+    }),
+  );
 }
 
 async function uploadBitstream(node, file) {
@@ -84,6 +114,7 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const r = onNodeCreated?.apply(this, arguments);
       if (nodeData.name === "ASSR_LoadBitstream") addUploadWidget(this);
+      if (nodeData.name === "ASSR_SaveBitstream") addDownloadWidget(this);
       addInfoWidget(this);
       return r;
     };
@@ -93,6 +124,7 @@ app.registerExtension({
       const text = message?.text;
       const widget = this.widgets?.find((w) => w.name === INFO);
       if (widget && text) widget.value = Array.isArray(text) ? text.join("\n") : String(text);
+      if (message?.assr) showDownloads(this, message.assr);
     };
   },
 });

@@ -47,6 +47,13 @@ async def canvas_session(server, name: str, workflow: dict, assr_bytes: bytes, s
         seen["encode_text"] = await b.eval(
             "app.graph._nodes.find(n => n.type === 'ASSR_Encode').widgets.find(w => w.name === 'assr_info').value"
         )
+        # Save ASSR Bitstream's download link, followed by the page itself: [text, href, download, base64 body]
+        seen["downloads"] = await b.eval(
+            "(async () => { const n = app.graph._nodes.find(n => n.type === 'ASSR_SaveBitstream');"
+            " const links = [...n.widgets.find(w => w.name === 'assr_downloads').inputEl.querySelectorAll('a')];"
+            " return Promise.all(links.map(async (a) => { const buf = new Uint8Array(await (await fetch(a.href))"
+            ".arrayBuffer()); return [a.textContent, a.href, a.download, btoa(String.fromCharCode(...buf))] })) })()"
+        )
         await b.eval("(async () => { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); return 1 })()")
         await asyncio.sleep(1.5)  # let the canvas draw
         await b.screenshot(screenshot)
@@ -82,6 +89,11 @@ def test_workflow_runs_on_the_canvas(server, object_info, tmp_path):
     assert seen["natural"] == [600, 400], "the decoded photo is shown on the Save Image node"
     assert " bytes, " in seen["encode_text"] and " bpp, 600x400," in seen["encode_text"]
     assert "scale " in seen["encode_text"] and "quality " in seen["encode_text"]
+    ((text, href, download, body),) = seen["downloads"]  # one link for the one saved file
+    saved = server.output_dir / "assr" / download  # the workflow's prefix is assr/compressed
+    assert text == f"download assr/{download}" and download.startswith("compressed_") and download.endswith("_.assr")
+    assert "/view?" in href and "subfolder=assr" in href and "type=output" in href
+    assert base64.b64decode(body) == saved.read_bytes(), "the link returns the exact bytes of the saved file"
     assert "upload .assr file" in seen["upload_widgets"]
     assert seen["dropped"] is True and seen["combo"] == "dropped.assr"
     assert (server.input_dir / "dropped.assr").read_bytes() == assr

@@ -101,6 +101,26 @@ class TestInputLoads:
             run(nodes, "ASSR_LoadBitstream", bitstream="linked-dir/x.assr")
 
 
+class TestSamples:
+    """The pack's shipped samples: listed after the input folder's files, loaded read-only from samples/."""
+
+    def test_listed_after_input_files_and_loaded_from_the_pack(self, nodes, folders, items):
+        from make_samples import SAMPLES, SAMPLES_DIR
+
+        options = nodes.NODE_CLASS_MAPPINGS["ASSR_LoadBitstream"].INPUT_TYPES()["required"]["bitstream"][1]["options"]
+        names = sorted(f"{s.filename} [sample]" for s in SAMPLES)
+        assert "files-test.assr" in options and options[-len(names) :] == names
+        for s in SAMPLES:
+            assert not (folders["input"] / s.filename).exists()  # nothing copied into the input folder
+            (item,) = run(nodes, "ASSR_LoadBitstream", bitstream=f"{s.filename} [sample]")[0]
+            assert item.data == (SAMPLES_DIR / s.filename).read_bytes()
+
+    @pytest.mark.parametrize("name", ["../pyproject.toml [sample]", "/etc/passwd [sample]", "none.assr [sample]"])
+    def test_sample_names_stay_in_the_samples_folder(self, nodes, name):
+        with pytest.raises(ValueError, match="the pack's samples folder"):
+            run(nodes, "ASSR_LoadBitstream", bitstream=name)
+
+
 class TestSavedNames:
     @pytest.mark.parametrize(
         "prefix,message",

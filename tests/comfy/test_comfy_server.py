@@ -13,6 +13,7 @@ import shutil
 import harness
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from assr_eic.bitstream import parse
@@ -137,6 +138,8 @@ class TestWorkflows:
         saved = out[node_of(prompt, "ASSR_SaveBitstream")]["assr"]
         assert len(saved) == 1 and saved[0]["filename"].endswith("_.assr")
         path = server.output_dir / saved[0]["subfolder"] / saved[0]["filename"]
+        assert saved[0]["type"] == "output"
+        assert server.view(saved[0]) == path.read_bytes(), "ComfyUI's /view serves the saved file's exact bytes"
         bs = parse(path.read_bytes())
         target = prompt[node_of(prompt, "ASSR_Encode")]["inputs"]["bpp"]
         assert (bs.width, bs.height) == (512, 512)
@@ -168,6 +171,23 @@ class TestWorkflows:
         assert lowres.shape == (*bs.lowres_size, 3)
         info = out[node_of(prompt, "ASSR_BitstreamInfo")]["text"][0]
         assert f"bytes: {bs.nbytes}" in info and "width: 600" in info and "height: 400" in info
+
+    def test_load_and_decode_a_shipped_sample(self, server, object_info, tmp_path):
+        """A fresh server lists the pack's samples, and the decode workflow runs on one with no copy step."""
+        name = "coffee.assr [sample]"
+        assert name in object_info["ASSR_LoadBitstream"]["input"]["required"]["bitstream"][1]["options"]
+        assert not list(server.input_dir.rglob("coffee.assr"))
+        prompt = prompt_for("assr_load_and_decode", object_info)
+        prompt[node_of(prompt, "ASSR_LoadBitstream")]["inputs"]["bitstream"] = name
+        entry = server.run(prompt)
+        assert entry["status"]["status_str"] == "success", harness.history_error(entry)
+        out = entry["outputs"]
+        factor = prompt[node_of(prompt, "ASSR_Decode")]["inputs"]["factor"]
+        h, w = round(368 * factor), round(480 * factor)  # the sample is a 480x368 crop
+        node_png = read_png(server.view(out[node_of(prompt, "SaveImage")]["images"][0]))
+        assert node_png.shape == (h, w, 3)
+        assert np.array_equal(cli_decode(harness.REPO / "samples" / "coffee.assr", tmp_path, f"{w}x{h}"), node_png)
+        assert f"{name}:" in out[node_of(prompt, "ASSR_LoadBitstream")]["text"][0]
 
     def test_rate_sweep_compare(self, server, object_info):
         prompt = prompt_for("assr_rate_sweep_compare", object_info, photo="chelsea.png")
@@ -272,4 +292,8 @@ def test_output_files_are_never_overwritten(server, object_info):
     assert names == ["coffee_00001_.assr", "coffee_00002_.assr"]
     files = sorted((server.output_dir / "runs").glob("*.assr"))
     assert [f.name for f in files] == names and files[0].read_bytes() != files[1].read_bytes()
+    for f in files:  # the download link's route, from a subfolder: the exact bytes, offered as the file's name
+        r = requests.get(server.url + "/view", params={"filename": f.name, "subfolder": "runs", "type": "output"})
+        assert r.status_code == 200 and r.content == f.read_bytes()
+        assert f'filename="{f.name}"' in r.headers["Content-Disposition"]
     shutil.rmtree(server.output_dir / "runs")
