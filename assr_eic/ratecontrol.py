@@ -57,8 +57,8 @@ from .bitstream import (
 )
 from .codec.av1 import quantizer_from_quality
 from .codec.base import Effort, LowresCode
+from .encoder import Encoded, downsample, encode_at
 from .model import ASSRModel
-from .pipeline import Encoded, downsample, encode_at
 from .rescale import resize
 
 MAX_CANDIDATES = 4

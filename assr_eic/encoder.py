@@ -1,0 +1,97 @@
+"""The encoder's core: the downsampler at an exact scale, one encode at exact stored codes, and the
+fidelity decode of a candidate. Rate control and the public API both build on it (neither imports the
+other's internals, so the library's import graph has no cycle)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .bitstream import Bitstream, lowres_size, pack, parse
+from .codec.base import Effort, LowresCode
+from .model import ASSRModel
+
+
+@dataclass
+class Encoded:
+    """One candidate encoding: the file bytes, the parsed header and the low-res reconstruction."""
+
+    data: bytes
+    bitstream: Bitstream
+    lowres: LowresCode
+    # rate control's measure on a sample of the image: the MSE at the best decoder strength over plain
+    # bicubic's, and that strength
+    decoder_ratio: float | None = None
+    decoder_strength: int | None = None
+
+
+DOWNSAMPLE_TILE = 512  # low-res pixels per tile side for the downsampler's refinement network
+
+
+def downsample(model: ASSRModel, x: torch.Tensor, codec: str, scale_code: int) -> torch.Tensor:
+    """The low-res image the base codec codes at this scale (resampling + learned refinement).
+
+    The refinement runs in tiles of :data:`DOWNSAMPLE_TILE` low-res pixels with a halo wider than its
+    receptive field, so its memory is bounded for any image (its full-frame activations at s = 1 on a
+    16 Mpx image would take gigabytes); the result equals the whole-frame refinement up to float rounding.
+    """
+    from .rescale import resize
+
+    size = lowres_size(*x.shape[-2:], scale_code)
+    ds = model.downsampler[codec]
+    s = 1 + scale_code / 64
+    with torch.inference_mode():
+        base = resize(x, size)
+        h, w = size
+        t = DOWNSAMPLE_TILE
+        if h <= t and w <= t:
+            return ds.refine(base, codec, s)
+        m = 2 * ds.config["blocks"] + 4  # receptive radius (head + 2 convs per block + tail) plus slack
+        out = torch.empty_like(base)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                ya, xa = max(0, y0 - m), max(0, x0 - m)
+                r = ds.refine(base[..., ya : min(h, y1 + m), xa : min(w, x1 + m)], codec, s)
+                out[..., y0:y1, x0:x1] = r[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out
+
+
+def encode_at(
+    model: ASSRModel,
+    x: torch.Tensor,
+    codec: str,
+    scale_code: int,
+    quality_code: int,
+    prompt: str | None = None,
+    *,
+    fingerprint: bytes | None = None,
+    x_lr: torch.Tensor | None = None,
+    reconstruct_lowres: bool = True,
+    effort: Effort = "final",
+) -> Encoded:
+    """Encode at exact stored codes (the encoder uses the same quantized s and q the decoder reads).
+
+    Rate control passes the model ``fingerprint`` and the low-res image ``x_lr`` once per scale, and
+    asks for the low-res reconstruction only for the candidates it compares, and sets the codec's
+    ``effort`` per encode (see :class:`~assr_eic.codec.base.BaseCodec`).
+    """
+    H, W = x.shape[-2:]
+    if x_lr is None:
+        x_lr = downsample(model, x, codec, scale_code)
+    with torch.inference_mode():
+        code = model.codec(codec).encode(x_lr, quality_code, reconstruct=reconstruct_lowres, effort=effort)
+    fp = model.fingerprint if fingerprint is None else fingerprint
+    data = pack(Bitstream(codec, fp, H, W, scale_code, quality_code, code.streams, prompt))
+    return Encoded(data, parse(data), code)
+
+
+def reconstruct(model: ASSRModel, bs: Bitstream, lowres: LowresCode, size: tuple[int, int] | None = None):
+    """Fidelity-decode a low-res reconstruction to ``size`` (default: the original size), with as much of
+    the decoder's correction as the file asks for (``Bitstream.strength``; 0: plain bicubic)."""
+    size = size or (bs.height, bs.width)
+    sr = model.sr[bs.codec]
+    with torch.inference_mode():
+        out = sr(lowres.x_hat, size, bs.codec, bs.scale, bs.quality, lowres.uncertainty, residual=bs.decoder_weight)
+    return out.sample
