@@ -41,6 +41,7 @@ from assr_eic.diffusion.consistency import keep_low_band, latent_hold, latent_si
 from assr_eic.diffusion.family import Family, check_adaptor_family, family_of
 from assr_eic.diffusion.sampler import tiled
 from assr_eic.diffusion.schedule import from_start_sigma
+from assr_eic.limits import NODE_MAX_SIDE
 from assr_eic.pipeline import decode, downsample
 from assr_eic.rescale import resize
 
@@ -54,7 +55,7 @@ FIX_NEEDS_HINTS = "consistency"
 SCHEDULE_RESOLUTION = 1000  # steps of the fine schedule a start sigma is cut from
 NEGATIVE_DEFAULT = "blurry, lowres, jpeg artifacts, compression artifacts, noise, oversmoothed"
 LOWPASS_SIGMA = 2.0  # latent pixels: main's fixed band, kept as the fallback when no scale is known
-MAX_SIDE = 16384
+MAX_SIDE = NODE_MAX_SIDE  # the nodes' largest output side, as in ASSR Decode
 ASSRHintsType = io.Custom("ASSR_DIFFUSION_HINTS")
 TILE_TOOLTIP = (
     "Outputs larger than this (pixels) are denoised tile by tile inside every model call, the predictions "
