@@ -166,6 +166,25 @@ def budget_bytes(bpp: float, height: int, width: int) -> int:
     return math.floor(bpp * height * width / 8)
 
 
+def highest_fitting(size: Callable[[int], int], q_min: int, q_max: int, max_bytes: int) -> int | None:
+    """The highest quality in [q_min, q_max] whose file of ``size(q)`` bytes fits ``max_bytes``, or ``None``.
+
+    Bisection with the invariant "lo fits, hi does not"; hi starts one past q_max so the largest (slowest)
+    encode is made only if needed: about log2(range) + 1 calls, always the same probes for the same sizes.
+    Assumes sizes grow with quality, as every baseline's do.
+    """
+    lo, hi = q_min, q_max + 1
+    if size(lo) > max_bytes:
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if size(mid) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def _search(img: np.ndarray, codec: str, max_bytes: int, scale: float) -> tuple[int, bytes, np.ndarray] | None:
     """(quality, file, decoded and upsampled image) of the best fit, or ``None``; see ``best_under_budget``."""
     _check_image(img)
@@ -177,22 +196,13 @@ def _search(img: np.ndarray, codec: str, max_bytes: int, scale: float) -> tuple[
     lr = resize(img, lowres_size(h, w, scale))
     files: dict[int, bytes] = {}
 
-    def fits(q: int) -> bool:
+    def size(q: int) -> int:
         if q not in files:
             files[q] = c.encode(lr, q)
-        return len(files[q]) <= max_bytes
+        return len(files[q])
 
-    # invariant: lo fits, hi does not; hi starts one past q_max so the slowest encode is only made if needed
-    lo, hi = c.q_min, c.q_max + 1
-    if not fits(lo):
-        return None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo, files[lo], resize(c.decode(files[lo]), (h, w))
+    lo = highest_fitting(size, c.q_min, c.q_max, max_bytes)
+    return None if lo is None else (lo, files[lo], resize(c.decode(files[lo]), (h, w)))
 
 
 def _result(img: np.ndarray, codec: str, scale: float, found: tuple[int, bytes, np.ndarray]) -> BaselineResult:

@@ -169,11 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_DELEGATED = {"demo": "assr_eic.demo", "bench": "assr_eic.bench"}  # subcommands with their own parsers
+_DELEGATED = {"demo": "assr_eic.demo"}  # subcommands with their own parsers
+
+
+def _bench(argv: list[str]) -> int:
+    """``assr-eic bench``: the benchmark is a developer tool of the source tree (``bench/kodak.py``), not part of
+    the library, so it is run from there like ``python bench/kodak.py``; an installed wheel has none."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "kodak.py"
+    if not script.is_file():
+        print(
+            "assr-eic bench: error: the benchmark ships with the source repository (bench/kodak.py); run it from "
+            "a clone of the project",
+            file=sys.stderr,
+        )
+        return 2
+    import runpy
+
+    return runpy.run_path(str(script), run_name="assr_eic_bench")["main"](argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench":
+        return _bench(argv[1:])
     if argv and argv[0] in _DELEGATED:
         import importlib
 

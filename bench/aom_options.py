@@ -50,11 +50,11 @@ def photos(n: int) -> list[np.ndarray]:
     """``n`` training photos spread over the sorted list, as 768x512 uint8 arrays."""
     from PIL import Image
 
-    from assr_eic.train.data import fetch_train_photos
+    from assr_eic.train.fetch import fetch_train_photos
 
     paths = sorted(fetch_train_photos(ROOT / ".cache" / "data"))
     if not paths:
-        raise SystemExit("no training photos (python -m assr_eic.train.data fetches them)")
+        raise SystemExit("no training photos (python -m assr_eic.train.fetch fetches them)")
     out = []
     for p in paths[:: max(1, len(paths) // n)][:n]:
         with Image.open(p) as im:

@@ -28,7 +28,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-_WORKER = "import sys; sys.path.insert(0, sys.argv.pop(1)); from assr_eic.bench import main; sys.exit(main())"
+# the speed worker of the tree in argv[1]: bench/kodak.py since the benchmark left the library, before that
+# assr_eic/bench.py (so a revision from either side of that move can be the baseline)
+_WORKER = (
+    "import os, sys; root = sys.argv.pop(1); sys.path.insert(0, root)\n"
+    "if os.path.isfile(os.path.join(root, 'bench', '__init__.py')):\n    from bench.kodak import main\n"
+    "else:\n    from assr_eic.bench import main\n"
+    "sys.exit(main())"
+)
 
 
 def time_once(tree: Path, image: Path, bpp: float, cwd: str, method: str = "ours-av1") -> dict:
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     from PIL import Image
 
-    from assr_eic.bench import speed_image
+    from bench.speed import speed_image
 
     kodim03 = ROOT / ".cache" / "data" / "kodak" / "kodim03.png"
     if not kodim03.is_file():

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from assr_eic import bench
 from assr_eic.baselines import best_under_budget
+from bench import classical, common, report
+from bench import kodak as kodak_bench
 
 DATA = Path(__file__).resolve().parent.parent / ".cache" / "data"
 IMAGE = "kodim03"
@@ -22,7 +23,8 @@ SCALES = (1, 2, 4)
 
 @pytest.fixture(scope="module")
 def kodak() -> dict[str, np.ndarray]:
-    from assr_eic.train.data import fetch_eval_set, load_eval_set
+    from assr_eic.train.data import load_eval_set
+    from assr_eic.train.fetch import fetch_eval_set
 
     try:
         fetch_eval_set(DATA)
@@ -38,7 +40,7 @@ def run(tmp_path_factory, kodak, model_path) -> tuple[Path, dict]:
             "--targets", ",".join(map(str, TARGETS)), "--codecs", ",".join(CODECS),
             "--scales", ",".join(map(str, SCALES)), "--cache", str(out / "cache.json"),
             "--speed-methods", "ours-av1,webp,ours-av1=0.1,ours-av1-fast=0.1", "--jobs", "1"]  # fmt: skip
-    assert bench.main(argv) == 0
+    assert kodak_bench.main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -50,7 +52,7 @@ class TestQuickRun:
     def test_rows(self, run):
         _, res = run
         classical = [f"{c}@{s:g}" for c in CODECS for s in SCALES] + [f"{c}@best" for c in CODECS]
-        for method in [*bench.OURS, "ours-av1+bicubic", *classical, "best-classical"]:
+        for method in [*common.OURS, "ours-av1+bicubic", *classical, "best-classical"]:
             for t in TARGETS:
                 (row,) = rows_of(res, method, t)
                 assert row["image"] == IMAGE
@@ -61,7 +63,7 @@ class TestQuickRun:
 
     def test_ours_within_tolerance_or_unreachable(self, run):
         _, res = run
-        for m in bench.OURS:
+        for m in common.OURS:
             for t in TARGETS:
                 (row,) = rows_of(res, m, t)
                 if row["status"] == "ok":
@@ -132,7 +134,7 @@ class TestQuickRun:
         # rate control's other efforts: their own columns, and their goal margins next to the default's
         assert "ours (av1, fast)" in text and "ours (av1, best)" in text
         efforts = s["goal_efforts_named_codecs"]
-        assert set(efforts) == set(bench.EFFORT_VARIANTS)
+        assert set(efforts) == set(common.EFFORT_VARIANTS)
         assert all(set(g) == set(s["goal_named_codecs"]) for g in efforts.values())
 
     def test_speed(self, run):
@@ -141,7 +143,7 @@ class TestQuickRun:
         assert set(by) == {"ours-av1", "webp", "ours-av1=0.1", "ours-av1-fast=0.1"}
         assert (by["ours-av1=0.1"]["effort"], by["ours-av1-fast=0.1"]["effort"]) == ("normal", "fast")
         assert abs(by["ours-av1-fast=0.1"]["bpp"] / 0.1 - 1) <= 0.1
-        assert by["ours-av1"]["target_bpp"] == bench.SPEED_BPP and by["ours-av1=0.1"]["target_bpp"] == 0.1
+        assert by["ours-av1"]["target_bpp"] == common.SPEED_BPP and by["ours-av1=0.1"]["target_bpp"] == 0.1
         assert abs(by["ours-av1=0.1"]["bpp"] / 0.1 - 1) <= 0.1  # the file it timed is a 0.1 bpp file
         for r in by.values():
             assert "error" not in r, r
@@ -157,16 +159,16 @@ class TestQuickRun:
             with Image.open(p) as im:
                 assert im.width > 200 and im.height > 200
         with Image.open(out / "grid_0.02.png") as im:  # one row: the original crop and each method at 2x
-            assert im.height >= 2 * bench.CROP
+            assert im.height >= 2 * common.CROP
 
 
 class TestClassicalCache:
     def test_rerun_uses_the_cache_and_gives_the_same_rows(self, tmp_path, photo):
         img = np.ascontiguousarray(photo[:96, :128])
         budgets = {0.5: (700, "target"), 1.0: (1500, "target")}
-        first = bench.classical_job(img, "p", "webp", (1, 2), budgets, {})
+        first = classical.classical_job(img, "p", "webp", (1, 2), budgets, {})
         assert first["misses"] > 0
-        again = bench.classical_job(img, "p", "webp", (1, 2), budgets, first["entries"])
+        again = classical.classical_job(img, "p", "webp", (1, 2), budgets, first["entries"])
         assert again["misses"] == 0 and again["hits"] > 0
         strip = [{k: v for k, v in r.items() if not k.endswith("_ms")} for r in first["rows"]]
         assert strip == [{k: v for k, v in r.items() if not k.endswith("_ms")} for r in again["rows"]]
@@ -176,14 +178,14 @@ class TestClassicalCache:
 
     def test_saved_and_reloaded_unless_the_codecs_changed(self, tmp_path):
         path = tmp_path / "c.json"
-        c = bench.ClassicalCache(path)
+        c = classical.ClassicalCache(path)
         c.put("k", "webp", 2, 50, {"bytes": 123})
         c.save()
-        assert bench.ClassicalCache(path).get("k", "webp", 2, 50) == {"bytes": 123}
+        assert classical.ClassicalCache(path).get("k", "webp", 2, 50) == {"bytes": 123}
         saved = json.loads(path.read_text())
         saved["env"]["pillow"] = "0.0"
         path.write_text(json.dumps(saved))
-        assert bench.ClassicalCache(path).entries == {}
+        assert classical.ClassicalCache(path).entries == {}
 
 
 def test_bd_rate_on_mean_curves():
@@ -197,10 +199,10 @@ def test_bd_rate_on_mean_curves():
                          "ms_ssim": 0.9, "encode_ms": 1.0, "decode_ms": 1.0})  # fmt: skip
             rows.append({**rows[-1], "method": "B", "bpp": t / 2})
     rows.append({**rows[-1], "method": "C", "image": "a"})  # one image only: never used for BD
-    curves = bench.mean_curves(rows, ["a", "b"], targets)
+    curves = report.mean_curves(rows, ["a", "b"], targets)
     assert curves["A"]["0.05"]["psnr"] == pytest.approx(20 + 3 * math.log2(5) + 0.5)
     assert not curves["C"]["0.2"]["complete"]
-    bd = bench.bd_rates(curves, targets, ["B", "C"], ["A"])
+    bd = report.bd_rates(curves, targets, ["B", "C"], ["A"])
     assert bd["B vs A"]["targets"] == [0.01, 0.02, 0.05, 0.1]  # 0.2 is outside the BD range
     assert bd["B vs A"]["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
     assert bd["C vs A"]["bd_rate"] is None and "fewer than 2" in bd["C vs A"]["note"]
@@ -209,7 +211,7 @@ def test_bd_rate_on_mean_curves():
             rows.append({**next(r for r in rows if r["method"] == "A" and r["image"] == img and r["target_bpp"] == t),
                          "method": "D"})  # fmt: skip
             rows[-1]["psnr"] -= 10
-    bd = bench.bd_rates(bench.mean_curves(rows, ["a", "b"], targets), targets, ["D"], ["A"])
+    bd = report.bd_rates(report.mean_curves(rows, ["a", "b"], targets), targets, ["D"], ["A"])
     assert bd["D vs A"]["bd_rate"] is None and bd["D vs A"]["note"] == "PSNR ranges do not overlap"
     assert bd["D vs A"]["bd_psnr"] == pytest.approx(-10.0, abs=1e-6)
 
@@ -227,7 +229,7 @@ def test_goal_check_compares_image_by_image():
         row("ours-av1", "c", 0.02, 30.0, 0.90),  # no classical file fits: left out
         row("ours-av1", "a", 0.3, 35.0, 0.95), row("best-classical", "a", 0.3, 30.0, 0.90),  # outside 0.01-0.1
     ]  # fmt: skip
-    g = bench.goal_check(rows, [0.02, 0.3])
+    g = report.goal_check(rows, [0.02, 0.3])
     assert list(g) == ["0.02"]
     assert g["0.02"]["images"] == 2
     assert g["0.02"]["psnr_gain_db"] == pytest.approx((1.5 + 0.2) / 2)
@@ -235,7 +237,7 @@ def test_goal_check_compares_image_by_image():
     assert g["0.02"]["ms_ssim_gain"] == pytest.approx((0.05 - 0.02) / 2)
     assert g["0.02"]["met"] is False  # 0.85 dB < 1 dB
     rows[2]["psnr"] = 20.5
-    assert bench.goal_check(rows, [0.02])["0.02"]["met"] is True
+    assert report.goal_check(rows, [0.02])["0.02"]["met"] is True
 
 
 def test_goal_check_against_named_codecs_only():
@@ -249,8 +251,8 @@ def test_goal_check_against_named_codecs_only():
         row("heic@1", "a", 25.5, 0.89), row("webp@1.5", "a", 24.6, 0.85), row("webp@2", "a", 24.8, 0.84),
         row("webp@best", "a", 30.0, 0.99),  # a derived row, never part of the envelope
     ]  # fmt: skip
-    all_five = bench.goal_check(rows, [0.1])["0.1"]
-    named = bench.goal_check(rows, [0.1], codecs=("webp", "jpeg"))["0.1"]
+    all_five = report.goal_check(rows, [0.1])["0.1"]
+    named = report.goal_check(rows, [0.1], codecs=("webp", "jpeg"))["0.1"]
     assert all_five["psnr_gain_db"] == pytest.approx(0.5) and not all_five["met"]
     assert named["psnr_gain_db"] == pytest.approx(1.2) and named["ms_ssim_gain"] == pytest.approx(0.05)
     assert named["met"]
