@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -59,14 +60,18 @@ def run(images: dict[str, np.ndarray], out: Path, rates: list[float], model_path
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="assr-eic demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="out/demo", help="output folder")
-    p.add_argument("--data", default=".cache/data", help="where the sample photos are cached")
+    p.add_argument("--data", default=".cache/data", help="photo cache (scripts/demo.sh fills it)")
     p.add_argument("--rates", default="0.01,0.03,0.1", help="comma-separated target bpp values")
     p.add_argument("--model", help="model file (default: the shipped model)")
     a = p.parse_args(argv)
-    from .train.data import fetch_eval_set, load_eval_set
+    from .train.data import load_eval_set
 
-    fetch_eval_set(Path(a.data))
-    run(load_eval_set(Path(a.data)), Path(a.out), [float(r) for r in a.rates.split(",")], a.model)
+    try:  # the product never downloads: scripts/demo.sh fetches the photos first
+        images = load_eval_set(Path(a.data))
+    except FileNotFoundError as e:
+        print(f"assr-eic demo: error: {e}", file=sys.stderr)
+        return 2
+    run(images, Path(a.out), [float(r) for r in a.rates.split(",")], a.model)
     return 0
 
 

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
+.venv/bin/python -m assr_eic.train.fetch --eval-only --cache .cache/data
 .venv/bin/assr-eic demo --out out/demo "$@"

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=.venv/bin/python
-[ -d .cache/data/train ] || $py -m assr_eic.train.data --cache .cache/data
+[ -d .cache/data/train ] || $py -m assr_eic.train.fetch --cache .cache/data
 site=$($py -c "import compressai, os; print(os.path.dirname(os.path.dirname(compressai.__file__)))")
 rm -rf .gpu && mkdir -p .gpu/site .gpu/data/train
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 py=.venv/bin/python
-$py -m assr_eic.train.data --cache .cache/data
+$py -m assr_eic.train.fetch --cache .cache/data
 $py -m assr_eic.train av1 --minutes "${AV1_MINUTES:-40}" --out .cache/train/stage1.safetensors
 $py -m assr_eic.train learned --init .cache/train/stage1.safetensors --minutes "${LEARNED_MINUTES:-25}" \
     --out .cache/train/default.safetensors

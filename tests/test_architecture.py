@@ -97,3 +97,20 @@ def test_library_never_imports_bench_or_scripts():
         for name, path in files.items()
     }
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_nothing_in_the_product_imports_the_data_fetching():
+    """``assr_eic.train.fetch`` downloads (pip, apt-get): only set-up, training, benchmark and test code may
+    use it, so no module of the library or the node pack names it, and the library never runs pip or apt."""
+    files = _files()
+    nodes = Path(__file__).resolve().parents[1] / "nodes"
+    users = {name: _imports(path, set(files)) for name, path in files.items() if name != "assr_eic.train.fetch"}
+    users |= {f"nodes.{p.stem}": _imports(p, set(files)) for p in sorted(nodes.glob("*.py"))}
+    assert "assr_eic.train.fetch" in _imports(PACKAGE.parent / "bench" / "kodak.py", set(files))  # the check sees it
+    assert sorted(n for n, targets in users.items() if "assr_eic.train.fetch" in targets) == []
+    downloaders = [
+        name
+        for name, path in files.items()
+        if name != "assr_eic.train.fetch" and any(w in path.read_text() for w in ('"pip", "download"', '"apt-get"'))
+    ]
+    assert downloaders == []

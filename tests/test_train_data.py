@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -10,15 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from assr_eic.train.data import (
-    KODAK_MEMBERS,
-    CropDataset,
-    fetch_eval_set,
-    load_eval_set,
-    noise_sigma,
-    photo_check,
-    select_photos,
-)
+from assr_eic.train.data import KODAK_MEMBERS, CropDataset, load_eval_set, train_photos
+from assr_eic.train.fetch import fetch_eval_set, noise_sigma, photo_check, select_photos
 
 
 def jpeg(img: np.ndarray, quality: int = 92) -> Image.Image:
@@ -146,7 +140,7 @@ class TestSelectPhotos:
 
 class TestEvalSet:
     def test_missing_eval_set_says_how_to_fetch(self, tmp_path):
-        with pytest.raises(FileNotFoundError, match="python -m assr_eic.train.data"):
+        with pytest.raises(FileNotFoundError, match="python -m assr_eic.train.fetch"):
             load_eval_set(tmp_path)
 
     def test_fetch_is_a_no_op_when_present(self, tmp_path, photo):
@@ -158,3 +152,23 @@ class TestEvalSet:
         images = load_eval_set(tmp_path)
         assert list(images) == [p.stem for p in paths]
         assert all(np.array_equal(v, photo) for v in images.values())
+
+
+class TestTrainPhotos:
+    def test_missing_training_photos_say_how_to_fetch(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match=r"none recorded; fetch them with: python -m assr_eic.train.fetch"):
+            train_photos(tmp_path)
+
+    def test_paths_from_the_manifest_and_a_missing_file_is_an_error(self, tmp_path, photo):
+        out = tmp_path / "train"
+        out.mkdir()
+        for name in ("skimage-a.png", "debian-mate-b.png"):
+            Image.fromarray(photo).save(out / name)
+        manifest = {"skimage": {"files": ["skimage-a.png"]}, "debian:mate": {"files": ["debian-mate-b.png"]}}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        assert [p.name for p in train_photos(tmp_path)] == ["skimage-a.png", "debian-mate-b.png"]
+        assert [p.name for p in train_photos(tmp_path, debian=False)] == ["skimage-a.png"]
+        assert len(CropDataset.from_cache(tmp_path, samples_per_image=2, size=16)) == 4
+        (out / "debian-mate-b.png").unlink()
+        with pytest.raises(FileNotFoundError, match="1 of them missing"):
+            train_photos(tmp_path)

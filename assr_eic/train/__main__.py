@@ -6,7 +6,7 @@ Examples::
     python -m assr_eic.train learned --init model.safetensors --minutes 25 --out model.safetensors
     torchrun --nproc-per-node 8 -m assr_eic.train learned --minutes 600 ...   # same code, many GPUs
 
-Training data: the photos fetched by ``python -m assr_eic.train.data`` into ``--data`` (never the
+Training data: the photos fetched by ``python -m assr_eic.train.fetch`` into ``--data`` (never the
 Kodak evaluation crops). Interrupted runs resume from ``--workdir`` when started again.
 """
 
@@ -27,7 +27,7 @@ from ..model import ASSRModel
 def photo_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
-        raise SystemExit(f"no training photos in {folder}; run: python -m assr_eic.train.data --cache {folder.parent}")
+        raise SystemExit(f"no training photos in {folder}; run: python -m assr_eic.train.fetch --cache {folder.parent}")
     return files
 
 

@@ -39,7 +39,7 @@ def photo_files(folder: Path) -> list[Path]:
     """Training photos in ``folder`` (never the Kodak evaluation crops)."""
     files = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise SystemExit(f"no training photos in {folder}; run: python -m assr_eic.train.data --cache .cache/data")
+        raise SystemExit(f"no training photos in {folder}; run: python -m assr_eic.train.fetch --cache .cache/data")
     return files
 
 
