@@ -127,6 +127,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .bitstream import CODECS
+
     p = _Parser(prog="assr-eic", description="Extreme image compression with ASSR-EIC.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -136,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bpp", type=float, help="target bits per pixel (rate control picks scale and quality)")
     c.add_argument("--scale", type=float, help="downsampling factor s in [1, 8]")
     c.add_argument("--quality", type=float, help="base-codec quality q in [0, 1]")
-    c.add_argument("--codec", choices=["av1", "learned"], help="base codec (default: the model's)")
+    c.add_argument("--codec", choices=CODECS, help="base codec (default: the model's)")
     c.add_argument(
         "--effort",
         choices=["normal", "fast", "best"],

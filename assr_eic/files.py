@@ -315,18 +315,22 @@ def write_new(folder: str | os.PathLike, stem: str, ext: str, data: bytes) -> Pa
     return dest
 
 
-def read_safetensors(path: str | os.PathLike, error: type[Exception], what: str) -> tuple[dict, dict]:
+def read_safetensors(
+    path: str | os.PathLike, error: type[Exception], what: str, label: str | None = None
+) -> tuple[dict, dict]:
     """(tensors, metadata) of a safetensors file; a missing or unreadable file raises ``error`` with one
-    sentence naming ``what`` it is (safetensors itself raises several exception types for a bad header)."""
+    sentence naming ``what`` it is (safetensors itself raises several exception types for a bad header).
+    Messages name the file as ``label`` (default: its path; a server passes the name the user chose)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
+    label = str(path) if label is None else label
     if not path.is_file():
-        raise error(f"{what} not found: {path}")
+        raise error(f"{what} not found: {label}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         return load_file(str(path)), meta
     except Exception as e:
-        raise error(f"{path} is not a readable safetensors file ({e})") from None
+        raise error(f"{label} is not a readable safetensors file ({e})") from None

@@ -16,11 +16,9 @@ encoder at the scales of the two best drafts, starting from each draft's level, 
 final file by the full score. The two final fits run side by side in threads; where the first final
 encode misses the window, the next guess is the level whose draft size, times the final/draft size
 ratio just measured on this image, is nearest the target (1-3 final encodes each). A second draft
-more than :data:`FINAL_GAP_DB` behind gets no final where its low-res image is large. Measured on
-Kodak: the earlier ranking, the decoder on a fixed quarter of the image, missed the best scale by up to
-0.9 dB. Where the low-res image is small next to the image (the lowest rates) final encodes cost
-little, so there the search spends more: the codec's slower "fine" effort, and a third final at the
-scale between the two best finals.
+more than :data:`FINAL_GAP_DB` behind gets no final where its low-res image is large. Where the low-res
+image is small next to the image (the lowest rates) final encodes cost little, so there the search spends
+more: the codec's slower "fine" effort, and a third final at the scale between the two best finals.
 
 Effort (:data:`EFFORTS`): ``best`` as above. ``normal`` (the default) also gives the second-best scale
 a final encode only while the two finals together code at most :data:`FINAL_PIXEL_BUDGET` of the image's
@@ -55,7 +53,7 @@ from .bitstream import (
     parse,
     quantize_scale,
 )
-from .codec.av1 import quantizer_from_quality
+from .codec import codec_class
 from .codec.base import Effort, LowresCode
 from .encoder import Encoded, downsample, encode_at
 from .model import ASSRModel
@@ -63,7 +61,6 @@ from .rescale import resize
 
 MAX_CANDIDATES = 4
 LOWRES_BPP_RANGE = (0.06, 1.6)  # bits per LOW-RES pixel worth trying (where the base codecs are efficient)
-LOG_BYTES_PER_LEVEL = {"av1": 0.08, "learned": 0.012}  # initial slope guesses, refined by measurement
 MAX_PROBES = 8
 # Extra work where the low-res image is small next to the image, so it costs little time (both 0 = off):
 # final encodes at the codec's "fine" effort (libaom speed 3: 2% fewer bytes than speed 4 at equal PSNR,
@@ -100,13 +97,8 @@ class RateError(ValueError):
 
 
 def quality_levels(codec: str) -> list[int]:
-    """Quality codes that give distinct encodings, coarsest first."""
-    if codec == "av1":
-        seen: dict[int, int] = {}
-        for qc in range(256):
-            seen.setdefault(quantizer_from_quality(qc), qc)
-        return [seen[c] for c in sorted(seen, reverse=True)]
-    return list(range(256))
+    """Quality codes that give distinct encodings, coarsest first (declared by the codec)."""
+    return codec_class(codec).quality_levels()
 
 
 def candidate_scales(target_bpp: float, n: int = MAX_CANDIDATES) -> list[float]:
@@ -147,7 +139,7 @@ class _Search:
         self.fingerprint = drafts.fingerprint if drafts else model.fingerprint  # hashes every weight
         self.cache: dict[tuple[int, int], Encoded] = {}
         self.lowres: dict[int, torch.Tensor] = drafts.lowres if drafts else {}
-        self.slope = LOG_BYTES_PER_LEVEL[codec]
+        self.slope = codec_class(codec).log_bytes_per_level
 
     def enc(self, sc: int, qi: int) -> Encoded:
         key = (sc, qi)
@@ -355,13 +347,12 @@ def score(psnr: float, nbytes: int, target: float) -> float:
 
 
 def finest_scale_code(codec: str, H: int, W: int) -> int:
-    """The finest scale code whose low-res image ``codec`` accepts (the learned codec has a size limit)."""
-    if codec != "learned":
+    """The finest scale code whose low-res image ``codec`` accepts (its ``max_lowres_pixels``, if any)."""
+    limit = codec_class(codec).max_lowres_pixels
+    if limit is None:
         return 0
-    from .codec.learned import MAX_LOWRES_PIXELS
-
-    code = quantize_scale(max(1.0, math.sqrt(H * W / MAX_LOWRES_PIXELS)))
-    while math.prod(lowres_size(H, W, code)) > MAX_LOWRES_PIXELS:
+    code = quantize_scale(max(1.0, math.sqrt(H * W / limit)))
+    while math.prod(lowres_size(H, W, code)) > limit:
         code += 1
     return code
 
@@ -386,7 +377,7 @@ def search(
         raise RateError(f"target bpp must be a positive number, got {target_bpp}")
     target = target_bpp * H * W / 8
     lo, hi = (1 - tolerance) * target, (1 + tolerance) * target
-    has_draft = model.codec(codec).has_draft
+    has_draft = codec_class(codec).has_draft
     fast = effort == "fast"
     st = _Search(model, x, codec, prompt, lo, hi, draft=has_draft)
     fin = _Search(model, x, codec, prompt, lo, hi, drafts=st, quick=fast) if has_draft else st

@@ -15,10 +15,10 @@ from .common import (
     ASSRBitstreamType,
     ASSRModelType,
     BitstreamItem,
-    ModelHandle,
     Progress,
     image_items,
     items_of,
+    model_handle,
     to_comfy_image,
 )
 
@@ -29,12 +29,6 @@ SIZE_ORIGINAL = "original"
 SIZE_FACTOR = "factor"
 SIZE_EXACT = "width x height"
 MAX_SIDE = NODE_MAX_SIDE
-
-
-def _model(model) -> ModelHandle:
-    if not isinstance(model, ModelHandle):
-        raise ValueError("the model input must come from a Load ASSR Model node")
-    return model
 
 
 class ASSREncode(io.ComfyNode):
@@ -125,13 +119,13 @@ class ASSREncode(io.ComfyNode):
     def execute(
         cls, image, model, mode, bpp, scale, quality, codec, prompt: str = "", effort: str = EFFORTS[0]
     ) -> io.NodeOutput:
-        handle = _model(model)
+        handle = model_handle(model)
         if mode not in (MODE_BPP, MODE_SQ):
             raise ValueError(f"unknown mode {mode!r}; choose {MODE_BPP!r} or {MODE_SQ!r}")
         codec = None if codec == CODEC_DEFAULT else codec
         prompt = (prompt or "").strip() or None
         xs = image_items(image)
-        net = handle.ready(codec or handle.model.config["default_codec"])
+        net = handle.ready([codec or handle.model.config["default_codec"]])
         progress = Progress(len(xs), steps=100)
         items: list[BitstreamItem] = []
         for i, x in enumerate(xs):
@@ -199,7 +193,7 @@ class ASSRDecode(io.ComfyNode):
     @classmethod
     def execute(cls, bitstream, model, size, factor, width, height) -> io.NodeOutput:
         items = items_of(bitstream)
-        handle = _model(model)
+        handle = model_handle(model)
         sizes = []
         for it in items:
             bs = it.bitstream
@@ -218,7 +212,7 @@ class ASSRDecode(io.ComfyNode):
                 "size, so choose width x height"
             )
         codecs = {it.bitstream.codec for it in items}
-        net = handle.ready("learned" if "learned" in codecs else None)
+        net = handle.ready(codecs)
         progress = Progress(len(items))
         images, lowres = [], []
         for it, hw in zip(items, sizes, strict=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +34,15 @@ ASSRModelType = io.Custom("ASSR_MODEL")
 ASSRBitstreamType = io.Custom("ASSR_BITSTREAM")
 
 
-def register_models_folder() -> None:
-    """``models/assr_eic/`` as a ComfyUI model folder: user paths from extra_model_paths.yaml are kept,
+def register_model_folder(folder: str) -> None:
+    """``models/<folder>/`` as a ComfyUI model folder: user paths from extra_model_paths.yaml are kept,
     and only .safetensors files are listed (model files are never pickles)."""
-    default = [os.path.join(folder_paths.models_dir, FOLDER)]
-    paths = folder_paths.folder_names_and_paths.get(FOLDER, (default, None))[0]
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
+    default = [os.path.join(folder_paths.models_dir, folder)]
+    paths = folder_paths.folder_names_and_paths.get(folder, (default, None))[0]
+    folder_paths.folder_names_and_paths[folder] = (paths, {".safetensors"})
 
 
-register_models_folder()
+register_model_folder(FOLDER)
 
 
 # --- the ASSR_MODEL wire value -------------------------------------------------------------------
@@ -72,10 +72,10 @@ class ModelHandle:
         patcher = ModelPatcher(model, load_device=load_device(), offload_device=mm.unet_offload_device())
         return cls(model, patcher, name)
 
-    def ready(self, codec: str | None = None) -> ASSRModel:
-        """Build what ``codec`` needs, let ComfyUI load the modules (offloading others), return the model."""
-        if codec == "learned":
-            self.model.learned_net  # noqa: B018 - built on first use; build it before ComfyUI places it
+    def ready(self, codecs: Iterable[str] = ()) -> ASSRModel:
+        """Build the networks ``codecs`` run, let ComfyUI load the modules (offloading others), return the model."""
+        for codec in set(codecs):
+            self.model.codec(codec)  # builds the network a codec runs (on first use) before ComfyUI places it
         mm.load_models_gpu([self.patcher])
         return self.model
 
@@ -214,15 +214,22 @@ def input_bitstream_path(name: str) -> Path:
         raise ValueError(str(e)) from None
 
 
-def model_path(name: str) -> Path:
-    """The real path of model file ``name`` inside one of the ``models/assr_eic`` folders (including
+def model_path(name: str, folder: str = FOLDER, what: str = "ASSR model") -> Path:
+    """The real path of model file ``name`` inside one of the ``models/<folder>`` folders (including
     those added in extra_model_paths.yaml); symlinks leading elsewhere are refused."""
     if not name.lower().endswith(".safetensors"):
-        raise ValueError(f"model {name!r} is not a .safetensors file; ASSR models are never pickles")
+        raise ValueError(f"{what} {name!r} is not a .safetensors file; ASSR models are never pickles")
     try:
-        return files.confined_path(folder_paths.get_folder_paths(FOLDER), name, f"models/{FOLDER}/")
+        return files.confined_path(folder_paths.get_folder_paths(folder), name, f"models/{folder}/")
     except files.FileError as e:
-        raise ValueError(f"cannot load the ASSR model {name!r}: {e}") from None
+        raise ValueError(f"cannot load the {what} {name!r}: {e}") from None
+
+
+def model_handle(value, input_name: str = "model") -> ModelHandle:
+    """``value`` as a :class:`ModelHandle`, or one sentence saying where that input must come from."""
+    if not isinstance(value, ModelHandle):
+        raise ValueError(f"the {input_name} input must come from a Load ASSR Model node")
+    return value
 
 
 def read_input_bitstream(name: str) -> BitstreamItem:

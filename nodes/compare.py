@@ -11,8 +11,16 @@ from assr_eic.metrics import psnr
 from assr_eic.pipeline import decode
 from assr_eic.viz import labelled_grid
 
-from .codec import _model
-from .common import CATEGORY, ASSRBitstreamType, ASSRModelType, Progress, image_items, items_of, to_comfy_image
+from .common import (
+    CATEGORY,
+    ASSRBitstreamType,
+    ASSRModelType,
+    Progress,
+    image_items,
+    items_of,
+    model_handle,
+    to_comfy_image,
+)
 
 BASELINES = (("jpeg", "JPEG"), ("webp", "WebP"), ("avif", "AVIF"))
 PAD = 4  # pixels between tiles
@@ -81,13 +89,13 @@ class ASSRCompare(io.ComfyNode):
 
         xs = image_items(image)
         items = items_of(bitstream)
-        handle = _model(model)
+        handle = model_handle(model)
         if len(items) != len(xs):
             raise ValueError(
                 f"ASSR Compare got {len(xs)} image(s) but {len(items)} bitstream(s); connect the images the "
                 "bitstreams were encoded from"
             )
-        net = handle.ready("learned" if any(it.bitstream.codec == "learned" for it in items) else None)
+        net = handle.ready(it.bitstream.codec for it in items)
         progress = Progress(len(xs), steps=1 + len(BASELINES))
         tiles, lines = [], []
         for x, it in zip(xs, items, strict=True):

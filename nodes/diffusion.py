@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 import comfy.model_management as mm
@@ -36,7 +35,7 @@ from assr_eic.diffusion import (
     uncertainty_map,
     wavelet_color_fix,
 )
-from assr_eic.diffusion.adaptor import adaptor_from_state
+from assr_eic.diffusion.adaptor import load_adaptor
 from assr_eic.diffusion.consistency import keep_low_band, latent_hold, latent_sigma
 from assr_eic.diffusion.family import Family, check_adaptor_family, family_of
 from assr_eic.diffusion.sampler import tiled
@@ -45,7 +44,18 @@ from assr_eic.limits import NODE_MAX_SIDE
 from assr_eic.pipeline import decode, downsample
 from assr_eic.rescale import resize
 
-from .common import CATEGORY, ASSRBitstreamType, ASSRModelType, ModelHandle, Progress, items_of, to_comfy_image
+from .common import (
+    CATEGORY,
+    ASSRBitstreamType,
+    ASSRModelType,
+    ModelHandle,
+    Progress,
+    items_of,
+    model_handle,
+    model_path,
+    register_model_folder,
+    to_comfy_image,
+)
 
 ADAPTOR_FOLDER = "assr_eic_adaptors"
 NO_ADAPTOR = "none (training-free)"
@@ -64,14 +74,7 @@ TILE_TOOLTIP = (
 )
 
 
-def register_adaptor_folder() -> None:
-    """``models/assr_eic_adaptors/`` as a ComfyUI model folder listing only .safetensors files."""
-    default = [os.path.join(folder_paths.models_dir, ADAPTOR_FOLDER)]
-    paths = folder_paths.folder_names_and_paths.get(ADAPTOR_FOLDER, (default, None))[0]
-    folder_paths.folder_names_and_paths[ADAPTOR_FOLDER] = (paths, {".safetensors"})
-
-
-register_adaptor_folder()
+register_model_folder(ADAPTOR_FOLDER)
 
 
 def adaptor_names() -> list[str]:
@@ -79,20 +82,15 @@ def adaptor_names() -> list[str]:
 
 
 def load_adaptor_file(name: str) -> ASSRAdaptor | None:
-    """The adaptor chosen in the node (None for training-free mode); bad files are one clear ValueError."""
+    """The adaptor chosen in the node (None for training-free mode), from inside the adaptor folders only;
+    bad files are one clear ValueError."""
     if name in (None, "", NO_ADAPTOR):
         return None
-    path = folder_paths.get_full_path(ADAPTOR_FOLDER, name)
-    if path is None:
-        raise ValueError(f"adaptor {name!r} is not in models/{ADAPTOR_FOLDER}/ (was it moved or deleted?)")
+    path = model_path(name, ADAPTOR_FOLDER, "ASSR adaptor")
     try:
-        tensors, meta = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-        adaptor = adaptor_from_state(tensors, meta or {}, f"adaptor {name!r}")
+        return load_adaptor(path, "the file").eval()  # messages name the file as the user chose it, no server path
     except AdaptorFileError as e:
-        raise ValueError(f"cannot load the ASSR adaptor: {e}") from None
-    except Exception as e:  # safetensors raises several types for a damaged file
-        raise ValueError(f"cannot load the ASSR adaptor {name!r}: not a readable safetensors file ({e})") from None
-    return adaptor.eval()
+        raise ValueError(f"cannot load the ASSR adaptor {name!r}: {e}") from None
 
 
 # --- what the bitstreams give the sampler ---------------------------------------------------------
@@ -171,7 +169,7 @@ def output_size(items, factor: float) -> tuple[int, int]:
 def decode_hints(items, handle: ModelHandle, size: tuple[int, int], progress: Progress | None = None) -> Hints:
     """Fidelity-decode each bitstream at ``size`` and gather the hints the diffusion decoder reads."""
     codecs = {it.bitstream.codec for it in items}
-    net = handle.ready("learned" if "learned" in codecs else None)
+    net = handle.ready(codecs)
     decoded, maps, degs, lowres = [], [], [], []
     for it in items:
         if progress is not None:
@@ -461,8 +459,7 @@ def prepare(
     """Everything the sampler needs, shared by the split nodes and the all-in-one node. ``tile_size`` 0: the
     family's native resolution; ``conditioning`` (and ``negative_conditioning``) given: used instead of
     encoding the prompt (image semantics through the stock unCLIP or style nodes, or any conditioning)."""
-    if not isinstance(assr_model, ModelHandle):
-        raise ValueError("the assr_model input must come from a Load ASSR Model node")
+    model_handle(assr_model, "assr_model")
     family = model_family(model)
     if vae is None:
         raise ValueError("the vae input is missing: connect the VAE of your checkpoint")

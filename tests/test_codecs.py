@@ -252,3 +252,31 @@ class TestCheckedRans:
                 assert "invalid file" in str(e)
                 outcomes["refused"] += 1
         assert outcomes["refused"] >= 50
+
+
+class TestRegistry:
+    """Every format codec id has one class that declares what the rest of the project asks about it."""
+
+    def test_one_class_per_format_id(self, model):
+        from assr_eic.bitstream import CODECS
+        from assr_eic.codec import codec_class
+        from assr_eic.codec.learned import MAX_LOWRES_PIXELS, LearnedCodec
+
+        assert [codec_class(c).name for c in CODECS] == list(CODECS) == ["av1", "learned"]
+        assert codec_class("av1") is AV1Codec and codec_class("learned") is LearnedCodec
+        assert (AV1Codec.has_draft, LearnedCodec.has_draft) == (True, False)
+        assert (AV1Codec.max_lowres_pixels, LearnedCodec.max_lowres_pixels) == (None, MAX_LOWRES_PIXELS)
+        assert isinstance(model.codec("av1"), AV1Codec)
+        assert model.codec("learned").net is model.learned_net
+        with pytest.raises(ValueError, match="unknown codec 'jpeg'; choose one of: av1, learned"):
+            codec_class("jpeg")
+
+    def test_quality_levels(self):
+        from assr_eic.codec import codec_class
+
+        levels = codec_class("av1").quality_levels()
+        quantizers = [quantizer_from_quality(c) for c in levels]
+        assert quantizers == sorted(set(quantizers), reverse=True)  # one code per quantizer, coarsest first
+        assert set(quantizers) == {quantizer_from_quality(c) for c in range(256)}
+        assert all(quantizer_from_quality(c - 1) != quantizer_from_quality(c) for c in levels if c)  # lowest code
+        assert codec_class("learned").quality_levels() == list(range(256))

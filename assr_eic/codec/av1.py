@@ -10,7 +10,7 @@ between CPUs.
 
 The encoder is libaom through Pillow's AVIF writer (Pillow's wheels bundle libavif with libaom); the
 OBUs are taken out of the AVIF file's ``mdat`` box. libaom at speed 4 with ``tune=psnr`` and CDEF needs
-16% fewer bytes than SVT-AV1 (preset 10, the encoder of earlier versions) for the same PSNR on the
+16% fewer bytes than SVT-AV1 (preset 10; see docs/decisions.md) for the same PSNR on the
 low-res Kodak crops at 100-6000 bytes (``bench/av1_encoders.py``). Any AV1 encoder writes valid
 payloads: the decoder and the file format do not depend on which one made the file.
 
@@ -44,8 +44,6 @@ _TEMPORAL_DELIMITER = b"\x12\x00"
 SPEED = {"draft": 9, "quick": 5, "final": 4, "fine": 3}
 # libavif's default tune for still images aims at perceptual metrics; CDEF (off by default for still
 # images) saves 1-2% of the bytes at equal PSNR here, +0.01 to +0.04 dB end to end on the Kodak crops.
-# (Rejected: "min-partition-size": "8", 12-23% faster at speed 4 for +0.2% bytes on 768x512 training
-# photos, cost 0.04 dB against the classical codecs on the Kodak crops at 0.02 and 0.1 bpp.)
 # 64x64 superblocks: at speed 4 libaom picks 128x128 for frames of 768x512 and up (s = 1 on the speed
 # image, large images), where 64x64 was 3-8% faster and 0.1-0.7% smaller at equal PSNR on three sets of
 # 8 training photos at 768x512 (neutral at 1024x683 and 1536x1024). Frames up to 640x427 get 64x64
@@ -162,6 +160,20 @@ class AV1Codec:
 
     name = "av1"
     has_draft = True
+    max_lowres_pixels = None
+    log_bytes_per_level = 0.08
+
+    @classmethod
+    def from_model(cls, model) -> AV1Codec:
+        return cls()
+
+    @classmethod
+    def quality_levels(cls) -> list[int]:
+        """One quality code per distinct libaom quantizer (the lowest code that maps to it), coarsest first."""
+        seen: dict[int, int] = {}
+        for qc in range(256):
+            seen.setdefault(quantizer_from_quality(qc), qc)
+        return [seen[c] for c in sorted(seen, reverse=True)]
 
     def encode(
         self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"

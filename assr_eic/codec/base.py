@@ -31,6 +31,18 @@ class BaseCodec(Protocol):
 
     name: str
     has_draft: bool  # whether ``effort`` changes the encode (draft: faster and worse, fine: slower and better)
+    max_lowres_pixels: int | None  # the largest low-res image it codes (None: the format's limit alone)
+    log_bytes_per_level: float  # about how much log(bytes) grows per quality level: rate control's first guess
+
+    @classmethod
+    def from_model(cls, model) -> BaseCodec:
+        """The codec as ``model`` (an ``ASSRModel``) runs it."""
+        ...
+
+    @classmethod
+    def quality_levels(cls) -> list[int]:
+        """The quality codes that give distinct encodings, coarsest first."""
+        ...
 
     def encode(
         self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"

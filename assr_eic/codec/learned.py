@@ -32,6 +32,7 @@ from compressai.models.utils import conv, deconv
 from torch import nn
 
 from ..bitstream import BitstreamError
+from ..configurable import register_to_config
 from ..rescale import pad_to_multiple
 from .base import Effort, LowresCode
 from .rans import CheckedEntropyCoder
@@ -67,13 +68,13 @@ def scale_table() -> torch.Tensor:
 class VariableRateHyperprior(CompressionModel):
     """Mean-scale hyperprior with gain units; quality q in [0, 1] from one set of weights."""
 
+    @register_to_config
     def __init__(
         self, N: int = 64, M: int = 96, levels: int = 6, lmbda_min: float = 0.0018, lmbda_max: float = 0.13
     ) -> None:
         super().__init__()
         if levels < 2:
             raise ValueError(f"gain units need at least 2 levels, got {levels}")
-        self.config = {"N": N, "M": M, "levels": levels, "lmbda_min": lmbda_min, "lmbda_max": lmbda_max}
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
         self.g_a = nn.Sequential(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
@@ -203,10 +204,21 @@ class LearnedCodec:
 
     name = "learned"
 
+    has_draft = False
+    max_lowres_pixels = MAX_LOWRES_PIXELS
+    log_bytes_per_level = 0.012
+
     def __init__(self, net: VariableRateHyperprior) -> None:
         self.net = net.eval()
 
-    has_draft = False
+    @classmethod
+    def from_model(cls, model) -> LearnedCodec:
+        return cls(model.learned_net)
+
+    @classmethod
+    def quality_levels(cls) -> list[int]:
+        """Every code: the gain units interpolate continuously, so each of the 256 codes is its own rate."""
+        return list(range(256))
 
     def encode(
         self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"

@@ -21,14 +21,13 @@ import numpy as np
 import torch
 
 from ..bitstream import quantize_scale
-from ..codec.av1 import quantizer_from_quality
+from ..codec.av1 import AV1Codec, quantizer_from_quality
 from ..model import ASSRModel
 from ..pipeline import downsample
-from ..ratecontrol import quality_levels
 from . import loop
 
 S_RANGE = (1.0, 8.0)
-Q_LEVELS = quality_levels("av1")
+Q_LEVELS = AV1Codec.quality_levels()
 
 
 class CropSampler:
