@@ -198,17 +198,3 @@ class FiLMResBlock(nn.Module):
             return self.conv2.forward_with(h, w2, b2, residual=x, edges=edges)
         h = h * (1 + gamma).to(h.dtype) + beta.to(h.dtype)
         return self.conv2.forward_with(h, residual=x, edges=edges)
-
-
-class ConfigModule(nn.Module):
-    """A module whose constructor arguments are its config (kept in ``self.config``).
-
-    Same idea as diffusers' ``register_to_config`` without importing diffusers, which costs about
-    5 s on these CPUs and would slow every command-line call.
-    """
-
-    config: dict
-
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)

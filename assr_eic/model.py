@@ -20,15 +20,19 @@ import torch
 from torch import nn
 
 from .bitstream import CODECS
+from .codec import codec_class
+from .configurable import default_config
 from .rescale import Downsampler
 from .sr import SRDecoder
 
 FORMAT = "assr-eic-model"
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
+# each part's defaults are its constructor's; the learned codec's are filled in when its network is built
+# (importing it needs compressai, which the av1 path never loads)
 DEFAULT_CONFIG: dict = {
-    "downsampler": {"channels": 16, "blocks": 2, "emb_dim": 32},
-    "sr": {"channels": 32, "blocks": 4, "head": 16, "emb_dim": 64},
-    "learned": {"N": 64, "M": 96, "levels": 6, "lmbda_min": 0.0018, "lmbda_max": 0.13},
+    "downsampler": default_config(Downsampler),
+    "sr": default_config(SRDecoder),
+    "learned": {},
     "default_codec": "av1",
 }
 _LEARNED = "learned_codec."
@@ -79,6 +83,7 @@ class ASSRModel(nn.Module):
 
             with torch.inference_mode(False):  # first use may be inside inference_mode: keep normal params
                 net = VariableRateHyperprior(**self.config["learned"])
+                self.config["learned"] = net.config
                 if self._learned_state is not None:
                     net.load_state_dict({k: v.clone() for k, v in self._learned_state.items()})
                 else:
@@ -88,16 +93,8 @@ class ASSRModel(nn.Module):
         return self._modules["learned_codec"]
 
     def codec(self, name: str):
-        """The base codec object for ``name`` ("av1" or "learned")."""
-        if name == "av1":
-            from .codec.av1 import AV1Codec
-
-            return AV1Codec()
-        if name == "learned":
-            from .codec.learned import LearnedCodec
-
-            return LearnedCodec(self.learned_net)
-        raise ValueError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
+        """The base codec ``name`` as this model runs it (see ``assr_eic.codec``'s registry)."""
+        return codec_class(name).from_model(self)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """All tensors as saved: the modules' state plus the learned codec's (built or not)."""

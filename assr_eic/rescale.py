@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .bitstream import CODECS
-from .layers import ConfigModule, DegradationEmbedding, FiLMResBlock, conv3x3
+from .configurable import ConfigModule
+from .layers import DegradationEmbedding, FiLMResBlock, conv3x3
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -42,7 +43,6 @@ class Downsampler(ConfigModule):
 
     def __init__(self, channels: int = 16, blocks: int = 2, emb_dim: int = 32) -> None:
         super().__init__()
-        self.config = {"channels": channels, "blocks": blocks, "emb_dim": emb_dim}
         self.embed = DegradationEmbedding(emb_dim)
         self.head = conv3x3(3, channels)
         self.body = nn.ModuleList(FiLMResBlock(channels, emb_dim) for _ in range(blocks))

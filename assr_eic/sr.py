@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .bitstream import CODECS
-from .layers import ALL_EDGES, ConfigModule, DegradationEmbedding, Edges, FiLMResBlock, conv3x3, inference_dtype
+from .configurable import ConfigModule
+from .layers import ALL_EDGES, DegradationEmbedding, Edges, FiLMResBlock, conv3x3, inference_dtype
 
 
 @dataclass
@@ -42,7 +43,6 @@ class SRDecoder(ConfigModule):
 
     def __init__(self, channels: int = 32, blocks: int = 4, head: int = 16, emb_dim: int = 64):
         super().__init__()
-        self.config = {"channels": channels, "blocks": blocks, "head": head, "emb_dim": emb_dim}
         self.embed = DegradationEmbedding(emb_dim)
         self.trunk_in = conv3x3(4, channels)  # RGB + uncertainty
         self.trunk = nn.ModuleList(FiLMResBlock(channels, emb_dim) for _ in range(blocks))

@@ -28,8 +28,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..files import read_safetensors
-from ..layers import ConfigModule, sinusoidal
+from ..configurable import ConfigModule
+from ..files import atomic_write_bytes, read_safetensors
+from ..layers import sinusoidal
 
 FORMAT = "assr_eic.diffusion_adaptor"
 FORMAT_VERSION = "1"
@@ -84,7 +85,7 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class DegradationEmbedding(nn.Module):
+class SinusoidalDegradationEmbedding(nn.Module):
     """(B, 3) degradation vectors -> (B, dim), each component embedded like a timestep (sinusoids), then an MLP."""
 
     def __init__(self, dim: int, freq_dim: int = 32) -> None:
@@ -152,20 +153,11 @@ class ASSRAdaptor(ConfigModule):
             )
         if base_channels < 4:
             raise ValueError(f"base_channels must be at least 4, got {base_channels}")
-        self.config = {
-            "model_channels": model_channels,
-            "channel_mult": list(channel_mult),
-            "num_res_blocks": num_res_blocks,
-            "in_channels": in_channels,
-            "hint_channels": hint_channels,
-            "base_channels": base_channels,
-            "modulator_hidden": modulator_hidden,
-        }
         self.gradient_checkpointing = False
         b = base_channels
         emb_dim = 4 * b
         self.time_embed = nn.Sequential(nn.Linear(b, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.degradation_embed = DegradationEmbedding(emb_dim)
+        self.degradation_embed = SinusoidalDegradationEmbedding(emb_dim)
         # hint encoder: decoded image (+ map) at 8x the latent size -> branch features at the latent size
         c1, c2 = max(4, b // 4), max(4, b // 2)
         self.hint = nn.Sequential(
@@ -300,18 +292,15 @@ class ASSRAdaptor(ConfigModule):
 
 def save_adaptor(module: ASSRAdaptor, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write the adaptor as one safetensors file (config JSON and the checkpoint family it is for, the
-    module's ``family`` attribute or SD 1.x, in its metadata), atomically."""
-    from safetensors.torch import save_file
+    module's ``family`` attribute or SD 1.x, in its metadata), atomically (``files.atomic_write_bytes``:
+    an existing file is replaced in one step, never half written)."""
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(module.config)}
     meta["family"] = getattr(module, "family", DEFAULT_FAMILY)
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(tensors, metadata=meta), overwrite=True)
 
 
 def adaptor_from_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str], name: str = "file") -> ASSRAdaptor:
@@ -331,10 +320,12 @@ def adaptor_from_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, s
     return module
 
 
-def load_adaptor(path: str | os.PathLike) -> ASSRAdaptor:
-    """Load an adaptor file; raises :class:`AdaptorFileError` with one clear sentence on any problem."""
+def load_adaptor(path: str | os.PathLike, label: str | None = None) -> ASSRAdaptor:
+    """Load an adaptor file; raises :class:`AdaptorFileError` with one clear sentence on any problem, naming
+    the file as ``label`` (default: its path)."""
     path = Path(path)
-    tensors, meta = read_safetensors(path, AdaptorFileError, "adaptor file")
-    module = adaptor_from_state(tensors, meta, str(path))
+    label = str(path) if label is None else label
+    tensors, meta = read_safetensors(path, AdaptorFileError, "adaptor file", label)
+    module = adaptor_from_state(tensors, meta, label)
     module.eval()
     return module
