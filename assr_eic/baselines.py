@@ -148,12 +148,12 @@ def _check_image(img: np.ndarray) -> None:
         raise ValueError(f"expected an (H, W, 3) uint8 array, got {desc}")
 
 
-def lowres_size(height: int, width: int, scale: float) -> tuple[int, int]:
+def downscaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """(round(H / s), round(W / s)), rounding halves up, at least 1 px each."""
     return max(1, math.floor(height / scale + 0.5)), max(1, math.floor(width / scale + 0.5))
 
 
-def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def pil_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic resize of an (H, W, 3) uint8 image to ``size`` = (H', W'); antialiased when reducing."""
     if img.shape[:2] == tuple(size):
         return img
@@ -193,7 +193,7 @@ def _search(img: np.ndarray, codec: str, max_bytes: int, scale: float) -> tuple[
     c = get_codec(codec)
     c.require()
     h, w = img.shape[:2]
-    lr = resize(img, lowres_size(h, w, scale))
+    lr = pil_resize(img, downscaled_size(h, w, scale))
     files: dict[int, bytes] = {}
 
     def size(q: int) -> int:
@@ -202,7 +202,7 @@ def _search(img: np.ndarray, codec: str, max_bytes: int, scale: float) -> tuple[
         return len(files[q])
 
     lo = highest_fitting(size, c.q_min, c.q_max, max_bytes)
-    return None if lo is None else (lo, files[lo], resize(c.decode(files[lo]), (h, w)))
+    return None if lo is None else (lo, files[lo], pil_resize(c.decode(files[lo]), (h, w)))
 
 
 def _result(img: np.ndarray, codec: str, scale: float, found: tuple[int, bytes, np.ndarray]) -> BaselineResult:

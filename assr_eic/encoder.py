@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .bitstream import Bitstream, lowres_size, pack, parse
-from .codec.base import Effort, LowresCode
+from .codec.base import LowresCode, Speed
 from .model import ASSRModel
 
 
@@ -69,19 +69,19 @@ def encode_at(
     fingerprint: bytes | None = None,
     x_lr: torch.Tensor | None = None,
     reconstruct_lowres: bool = True,
-    effort: Effort = "final",
+    speed: Speed = "final",
 ) -> Encoded:
     """Encode at exact stored codes (the encoder uses the same quantized s and q the decoder reads).
 
     Rate control passes the model ``fingerprint`` and the low-res image ``x_lr`` once per scale, and
     asks for the low-res reconstruction only for the candidates it compares, and sets the codec's
-    ``effort`` per encode (see :class:`~assr_eic.codec.base.BaseCodec`).
+    ``speed`` per encode (see :class:`~assr_eic.codec.base.BaseCodec`).
     """
     H, W = x.shape[-2:]
     if x_lr is None:
         x_lr = downsample(model, x, codec, scale_code)
     with torch.inference_mode():
-        code = model.codec(codec).encode(x_lr, quality_code, reconstruct=reconstruct_lowres, effort=effort)
+        code = model.codec(codec).encode(x_lr, quality_code, reconstruct=reconstruct_lowres, speed=speed)
     fp = model.fingerprint if fingerprint is None else fingerprint
     data = pack(Bitstream(codec, fp, H, W, scale_code, quality_code, code.streams, prompt))
     return Encoded(data, parse(data), code)

@@ -18,13 +18,13 @@ encode misses the window, the next guess is the level whose draft size, times th
 ratio just measured on this image, is nearest the target (1-3 final encodes each). A second draft
 more than :data:`FINAL_GAP_DB` behind gets no final where its low-res image is large. Where the low-res
 image is small next to the image (the lowest rates) final encodes cost little, so there the search spends
-more: the codec's slower "fine" effort, and a third final at the scale between the two best finals.
+more: the codec's slower "fine" speed, and a third final at the scale between the two best finals.
 
 Effort (:data:`EFFORTS`): ``best`` as above. ``normal`` (the default) also gives the second-best scale
 a final encode only while the two finals together code at most :data:`FINAL_PIXEL_BUDGET` of the image's
 pixels: at the higher rates both low-res images are nearly full size, and the second final is what
 takes the encode of a 768x512 image past 1 s. ``fast`` gives a final encode to the best draft only, and
-where its low-res image is large (:data:`LARGE_FRACTION`) makes it with the codec's quick effort and
+where its low-res image is large (:data:`LARGE_FRACTION`) makes it with the codec's quick speed and
 asks for plain bicubic, whose decode is nearly free. On the Kodak crops ``normal`` is ``best`` at
 0.005-0.05 bpp and a single final from 0.1 up (-0.06 dB at 0.1, -0.02 at 0.2, 0 at 0.3); ``fast`` is
 0.05-0.17 dB below ``normal`` from 0.01 bpp up, and under 1 s at 768x512 at every rate. Where the
@@ -54,7 +54,7 @@ from .bitstream import (
     quantize_scale,
 )
 from .codec import codec_class
-from .codec.base import Effort, LowresCode
+from .codec.base import LowresCode, Speed
 from .encoder import Encoded, downsample, encode_at
 from .model import ASSRModel
 from .rescale import resize
@@ -63,7 +63,7 @@ MAX_CANDIDATES = 4
 LOWRES_BPP_RANGE = (0.06, 1.6)  # bits per LOW-RES pixel worth trying (where the base codecs are efficient)
 MAX_PROBES = 8
 # Extra work where the low-res image is small next to the image, so it costs little time (both 0 = off):
-# final encodes at the codec's "fine" effort (libaom speed 3: 2% fewer bytes than speed 4 at equal PSNR,
+# final encodes at the codec's "fine" speed (libaom speed 3: 2% fewer bytes than speed 4 at equal PSNR,
 # about 1.9x the time) below this fraction of the pixels (s >= 4) ...
 FINE_FRACTION = 1 / 16
 # ... and a third final at the scale between the two best finals' below this one (s >= 2.8).
@@ -76,7 +76,7 @@ EFFORTS = ("normal", "fast", "best")  # rate control's effort, the default first
 # least 1.39 from 0.1 bpp up (s = 1 and 1.3-1.6), where at 768x512 the two finals take 0.7-0.9 s of 2 cores
 FINAL_PIXEL_BUDGET = 1.25
 # the fast effort, where the low-res image has more than this fraction of the pixels (s < 1.41): the final
-# encode at the codec's quick effort (libaom speed 5), and plain bicubic instead of the fidelity decoder,
+# encode at the codec's quick speed (libaom speed 5), and plain bicubic instead of the fidelity decoder,
 # whose pass there cost 0.25-0.5 s at 768x512 in float32 (about 0.2 s with the bfloat16 trunk) and gained
 # +0.01 to +0.14 dB on the Kodak files
 LARGE_FRACTION = 0.5
@@ -126,9 +126,9 @@ class _Search:
         self, model: ASSRModel, x: torch.Tensor, codec: str, prompt: str | None, lo: float, hi: float,
         draft: bool = False, drafts: _Search | None = None, quick: bool = False,
     ):  # fmt: skip
-        """``draft``: encode with the codec's draft effort. ``drafts``: the draft search of the same image,
+        """``draft``: encode with the codec's draft speed. ``drafts``: the draft search of the same image,
         whose low-res images this one shares and whose sizes predict this one's (:meth:`calibrated_level`).
-        ``quick``: large low-res images (:data:`LARGE_FRACTION`) get the codec's quick effort."""
+        ``quick``: large low-res images (:data:`LARGE_FRACTION`) get the codec's quick speed."""
         self.model, self.x, self.codec, self.prompt, self.draft = model, x, codec, prompt, draft
         self.quick = quick
         self.drafts = drafts
@@ -149,13 +149,13 @@ class _Search:
             self.cache[key] = encode_at(
                 self.model, self.x, self.codec, sc, self.levels[qi], self.prompt,
                 fingerprint=self.fingerprint, x_lr=self.lowres[sc], reconstruct_lowres=False,
-                effort=self.effort(sc),
+                speed=self.speed(sc),
             )  # fmt: skip
         return self.cache[key]
 
-    def effort(self, sc: int) -> Effort:
-        """Drafts for probes; final encodes of a small low-res image get the codec's slower, finer effort,
-        and with ``quick`` those of a large one its quicker effort."""
+    def speed(self, sc: int) -> Speed:
+        """Drafts for probes; final encodes of a small low-res image get the codec's slower, finer speed,
+        and with ``quick`` those of a large one its quicker speed."""
         if self.draft:
             return "draft"
         if self.quick_and_plain(sc):

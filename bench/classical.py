@@ -100,17 +100,17 @@ def classical_point(
     where a budget moved.
     Returns a dict (quality, bytes, psnr, ms_ssim, encode_ms, decode_ms[, image]) or ``None``.
     """
-    from assr_eic.baselines import get_codec, highest_fitting, lowres_size, resize
+    from assr_eic.baselines import downscaled_size, get_codec, highest_fitting, pil_resize
     from assr_eic.metrics import ms_ssim, psnr
 
     c = get_codec(codec)
     h, w = img.shape[:2]
-    size_lr = lowres_size(h, w, scale)
+    size_lr = downscaled_size(h, w, scale)
     files: dict[int, bytes] = {}
 
     def encode(q: int) -> tuple[bytes, float]:
         t = time.perf_counter()
-        data = c.encode(resize(img, size_lr), q)
+        data = c.encode(pil_resize(img, size_lr), q)
         return data, (time.perf_counter() - t) * 1000
 
     def nbytes(q: int) -> int:
@@ -134,7 +134,7 @@ def classical_point(
         if data is None:
             data, entry["encode_ms"] = encode(lo)
         t = time.perf_counter()
-        rec = resize(c.decode(data), (h, w))
+        rec = pil_resize(c.decode(data), (h, w))
         entry["decode_ms"] = (time.perf_counter() - t) * 1000
         entry["psnr"], entry["ms_ssim"] = psnr(img, rec), ms_ssim(img, rec)
         entry["bytes"] = len(data)

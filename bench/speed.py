@@ -83,7 +83,7 @@ def speed_worker(method: str, image_path: str, bpp: float, model_path: str | Non
             decompress(forced, model=model)
             res["decode_with_decoder_ms"] = (time.perf_counter() - t) * 1000
     else:
-        from assr_eic.baselines import get_codec, highest_fitting, lowres_size, resize
+        from assr_eic.baselines import downscaled_size, get_codec, highest_fitting, pil_resize
 
         c = get_codec(base)
         c.require()
@@ -93,7 +93,7 @@ def speed_worker(method: str, image_path: str, bpp: float, model_path: str | Non
         t0 = time.perf_counter()
         found = None
         for s in SCALES:  # the first scale where the codec fits the budget at all
-            lr = resize(img, lowres_size(H, W, s))
+            lr = pil_resize(img, downscaled_size(H, W, s))
             q = highest_fitting(lambda q, lr=lr: len(c.encode(lr, q)), c.q_min, c.q_max, budget)
             if q is not None:
                 found = (s, q)
@@ -104,9 +104,9 @@ def speed_worker(method: str, image_path: str, bpp: float, model_path: str | Non
             res["scale"], res["quality"] = float(s), q
             for run in ("cold", "warm"):
                 t0 = time.perf_counter()
-                data = c.encode(resize(img, lowres_size(H, W, s)), q)
+                data = c.encode(pil_resize(img, downscaled_size(H, W, s)), q)
                 t1 = time.perf_counter()
-                resize(c.decode(data), (H, W))
+                pil_resize(c.decode(data), (H, W))
                 t2 = time.perf_counter()
                 res[f"{run}_encode_ms"], res[f"{run}_decode_ms"] = (t1 - t0) * 1000, (t2 - t1) * 1000
             res["bytes"], res["bpp"] = len(data), len(data) * 8 / (H * W)

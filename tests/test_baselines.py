@@ -14,10 +14,10 @@ from assr_eic.baselines import (
     best_classical,
     best_under_budget,
     budget_bytes,
+    downscaled_size,
     get_codec,
-    lowres_size,
     matched,
-    resize,
+    pil_resize,
 )
 from assr_eic.metrics import psnr
 
@@ -82,7 +82,7 @@ class TestBestUnderBudget:
         r = best_under_budget(img, name, BUDGET, scale=scale)
         assert r is not None and r.codec == name and r.scale == scale
         assert r.nbytes <= BUDGET
-        lr = resize(img, lowres_size(H, W, scale))
+        lr = pil_resize(img, downscaled_size(H, W, scale))
         assert len(c.encode(lr, r.quality)) == r.nbytes  # deterministic: same file again
         if r.quality < c.q_max:
             assert len(c.encode(lr, r.quality + 1)) > BUDGET
@@ -97,10 +97,10 @@ class TestBestUnderBudget:
         assert r.psnr == pytest.approx(psnr(odd, r.image))
         assert 0 < r.ms_ssim <= 1
 
-    def test_lowres_size_rounds_half_up(self):
-        assert lowres_size(191, 255, 1.5) == (127, 170)
-        assert lowres_size(3, 5, 2) == (2, 3)
-        assert lowres_size(4, 4, 100) == (1, 1)
+    def test_downscaled_size_rounds_half_up(self):
+        assert downscaled_size(191, 255, 1.5) == (127, 170)
+        assert downscaled_size(3, 5, 2) == (2, 3)
+        assert downscaled_size(4, 4, 100) == (1, 1)
 
     def test_none_when_nothing_fits(self, img):
         assert best_under_budget(img, "jpeg", 100) is None

@@ -82,11 +82,11 @@ class TestAV1:
             assert p.stdout[0] == 2  # one core, two threads
             assert p.stdout[1:] == AV1Codec().encode(x, q, reconstruct=False).streams[0]
 
-    @pytest.mark.parametrize("effort", ["draft", "quick", "fine"])
-    def test_other_efforts_give_valid_payloads_of_similar_size(self, photo, effort):
+    @pytest.mark.parametrize("speed", ["draft", "quick", "fine"])
+    def test_other_speeds_give_valid_payloads_of_similar_size(self, photo, speed):
         x = to_tensor(photo[:192, :256])
         codec = AV1Codec()
-        final, other = codec.encode(x, 80), codec.encode(x, 80, effort=effort)
+        final, other = codec.encode(x, 80), codec.encode(x, 80, speed=speed)
         assert final.streams != other.streams
         assert 0.7 < len(other.streams[0]) / len(final.streams[0]) < 1.5
         back = codec.decode(other.streams, (192, 256), 80)

@@ -41,7 +41,7 @@ def test_av1_file_is_the_final_encoders_and_beats_the_draft(model, photo):
     bs = parse(data)
     x = to_tensor(photo)
     final = encode_at(model, x, "av1", bs.scale_code, bs.quality_code)
-    draft = encode_at(model, x, "av1", bs.scale_code, bs.quality_code, effort="draft")
+    draft = encode_at(model, x, "av1", bs.scale_code, bs.quality_code, speed="draft")
     assert final.data == with_decoder(data) and draft.data != final.data
 
     def psnr(d: bytes) -> float:
@@ -64,7 +64,7 @@ def test_small_lowres_images_get_the_fine_effort(model, photo, target):
     small = math.prod(bs.lowres_size) <= FINE_FRACTION * 384 * 512
     assert small == (target == 0.01)  # s about 5 at 0.01 bpp, about 1-1.6 at 0.1
     x = to_tensor(photo)
-    fine = encode_at(model, x, "av1", bs.scale_code, bs.quality_code, effort="fine")
+    fine = encode_at(model, x, "av1", bs.scale_code, bs.quality_code, speed="fine")
     final = encode_at(model, x, "av1", bs.scale_code, bs.quality_code)
     assert fine.data != final.data
     assert with_decoder(data) == (fine.data if small else final.data)
@@ -353,7 +353,7 @@ def test_fast_effort_codes_large_lowres_images_quickly_and_asks_for_bicubic(mode
     fast = parse(data)
     assert math.prod(fast.lowres_size) > LARGE_FRACTION * 384 * 512 and fast.strength == 0
     assert abs(fast.bpp / 0.3 - 1) <= 0.1
-    quick = encode_at(model, x, "av1", fast.scale_code, fast.quality_code, effort="quick")
+    quick = encode_at(model, x, "av1", fast.scale_code, fast.quality_code, speed="quick")
     final = encode_at(model, x, "av1", fast.scale_code, fast.quality_code)
     assert quick.data != final.data and with_decoder(data) == quick.data
     normal = compress(photo, target_bpp=0.3, codec="av1", model=model)

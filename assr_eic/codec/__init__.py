@@ -2,7 +2,7 @@
 
 The registry: each codec is a class implementing :class:`~assr_eic.codec.base.BaseCodec`, named by its
 format id in ``bitstream.CODECS``. What rate control, the nodes and the trainer need to know about a
-codec (quality levels, size limit, whether effort changes its encode, its rate slope, how a model runs
+codec (quality levels, size limit, whether its speed changes the encode, its rate slope, how a model runs
 it) is declared on that class, so nothing outside ``codec/`` asks by name. Implementations are imported
 on first use: the learned codec needs compressai, the av1 codec does not. To add a codec: a class in
 ``codec/<name>.py``, its name in ``bitstream.CODECS`` (a new format id) and a line below.

@@ -32,11 +32,11 @@ import torch
 from ..bitstream import BitstreamError
 from ..image import to_uint8
 from . import obu
-from .base import Effort, LowresCode
+from .base import LowresCode, Speed
 
 MIN_SIDE = 64  # part of the format: frames are padded to at least 64 px a side (and even sides), cropped back
 _TEMPORAL_DELIMITER = b"\x12\x00"
-# libaom cpu-used per effort. draft (rate-control probes): about 45x faster than final, similar bytes at a
+# libaom cpu-used per speed. draft (rate-control probes): about 45x faster than final, similar bytes at a
 # quantizer (+-12%). quick: 0.68x the time of final for 1.8% more bytes at equal PSNR (BD-rate on 768x512
 # training photos), for rate control's fast effort. fine: 1.9x the time of final for 2% fewer bytes at
 # equal PSNR (-17.6% against SVT-AV1 where speed 4 has -15.8%, ``bench/av1_encoders.py``), for small
@@ -176,16 +176,16 @@ class AV1Codec:
         return [seen[c] for c in sorted(seen, reverse=True)]
 
     def encode(
-        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"
+        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, speed: Speed = "final"
     ) -> LowresCode:
-        """Code ``x`` with libaom at the speed of ``effort`` (:data:`SPEED`)."""
+        """Code ``x`` with libaom at ``speed`` (:data:`SPEED`: its cpu-used)."""
         _check_encoder()
         rgb = to_uint8(x)
         h, w = rgb.shape[:2]
         ph, pw = _padded_size(h, w)
         if (ph, pw) != (h, w):
             rgb = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-        data = _avif_payload(np.ascontiguousarray(rgb), quantizer_from_quality(quality_code), SPEED[effort])
+        data = _avif_payload(np.ascontiguousarray(rgb), quantizer_from_quality(quality_code), SPEED[speed])
         data = obu.compact(data, ph, pw)
         if not reconstruct:
             return LowresCode(streams=(data,), x_hat=None)

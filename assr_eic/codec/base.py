@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 import torch
 
-Effort = Literal["draft", "quick", "final", "fine"]
+Speed = Literal["draft", "quick", "final", "fine"]  # a codec's encoder speed (rate control's effort is another thing)
 
 
 @dataclass
@@ -30,7 +30,7 @@ class BaseCodec(Protocol):
     """Codes a low-res RGB image at a quality code (0..255, higher = better)."""
 
     name: str
-    has_draft: bool  # whether ``effort`` changes the encode (draft: faster and worse, fine: slower and better)
+    has_draft: bool  # whether ``speed`` changes the encode (draft: faster and worse, fine: slower and better)
     max_lowres_pixels: int | None  # the largest low-res image it codes (None: the format's limit alone)
     log_bytes_per_level: float  # about how much log(bytes) grows per quality level: rate control's first guess
 
@@ -45,10 +45,10 @@ class BaseCodec(Protocol):
         ...
 
     def encode(
-        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"
+        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, speed: Speed = "final"
     ) -> LowresCode:
         """Code ``x``; with ``reconstruct=False`` only the streams are produced (x_hat is None).
-        ``effort`` "draft" asks for a fast encode of about the same size, for rate-control probes;
+        ``speed`` "draft" asks for a fast encode of about the same size, for rate-control probes;
         "quick" for a faster one with a few more bytes at the same quality than "final"; "fine" for a
         slower one with fewer bytes at the same quality, where the caller can afford it."""
         ...

@@ -34,7 +34,7 @@ from torch import nn
 from ..bitstream import BitstreamError
 from ..configurable import register_to_config
 from ..rescale import pad_to_multiple
-from .base import Effort, LowresCode
+from .base import LowresCode, Speed
 from .rans import CheckedEntropyCoder
 
 STRIDE = 64  # g_a downsamples by 16, h_a by 4 more
@@ -221,9 +221,9 @@ class LearnedCodec:
         return list(range(256))
 
     def encode(
-        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"
+        self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, speed: Speed = "final"
     ) -> LowresCode:
-        """Code ``x`` (``effort`` is ignored: this codec has one speed)."""
+        """Code ``x`` (``speed`` is ignored: this codec has one)."""
         check_lowres_size(tuple(x.shape[-2:]))
         q = quality_code / 255
         out = self.net.compress(x, q)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..bitstream import CODECS
 from ..diffusion import ASSRAdaptor, Degradation, save_adaptor, uncertainty_map
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -156,12 +157,12 @@ def checkpoints(workdir: Path) -> list[Path]:
     return sorted(cks, key=lambda p: int(p.name.split("-")[1]))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m assr_eic.train.diffusion", description=__doc__.splitlines()[0])
     p.add_argument("--sd", required=True, help="local diffusers Stable Diffusion folder")
     p.add_argument("--data", default=".cache/data/train", help="folder of training photos")
     p.add_argument("--model", help="assr-eic codec model file (default: the shipped model)")
-    p.add_argument("--codec", default="av1", choices=["av1", "learned"])
+    p.add_argument("--codec", default="av1", choices=CODECS)
     p.add_argument("--out", required=True, help="adaptor safetensors file to write")
     p.add_argument("--workdir", default=".cache/train/diffusion", help="checkpoints and log (resumable)")
     p.add_argument("--steps", type=int, default=10000)
@@ -180,7 +181,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overfit", action="store_true", help="debug: one fixed batch, noise and timesteps every step")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    return p
+
+
+def _write_adaptor(acc, adaptor, a: argparse.Namespace, step: int, scheduler) -> None:
+    """The trained adaptor as one safetensors file, recording how it was trained."""
+    meta = {
+        "train_diffusion": {
+            "steps": step,
+            "sd": Path(a.sd).name,
+            "prediction_type": scheduler.config.prediction_type,
+            "codec": a.codec,
+            "size": a.size,
+            "prompt": a.prompt,
+        }
+    }
+    save_adaptor(acc.unwrap_model(adaptor), a.out, meta)
+    print(f"wrote {a.out}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the adaptor (resumable from the newest checkpoint in ``--workdir``) and write ``--out``."""
+    a = build_parser().parse_args(argv)
     if a.size % 8:
         raise SystemExit(f"--size must be a multiple of 8, got {a.size}")
     if a.threads:
@@ -262,18 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                         shutil.rmtree(old)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        meta = {
-            "train_diffusion": {
-                "steps": step,
-                "sd": Path(a.sd).name,
-                "prediction_type": scheduler.config.prediction_type,
-                "codec": a.codec,
-                "size": a.size,
-                "prompt": a.prompt,
-            }
-        }
-        save_adaptor(acc.unwrap_model(adaptor), a.out, meta)
-        print(f"wrote {a.out}", flush=True)
+        _write_adaptor(acc, adaptor, a, step, scheduler)
     return 0
 
 

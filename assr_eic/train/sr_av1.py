@@ -243,6 +243,9 @@ def train(
     ``quantizers`` limits the AV1 quantizers of the pairs (training and validation alike), for instance
     to the coarse ones rate control picks at 0.01-0.3 bpp. Validation uses ``val_groups`` fixed groups of 4
     pairs (256 px crops of the held-out photos); more of them make the ``keep="best"`` choice less noisy.
+
+    One function on purpose (about 100 lines): set-up, loop, validation and export share the optimiser,
+    the pair pool, the budget and the best-weights file, which pieces would only pass around.
     """
     levels = levels_for(quantizers)
     run = loop.setup()
