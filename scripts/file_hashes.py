@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -93,6 +94,14 @@ def inference_dtype_name() -> str:
     return "unknown"
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted: safetensors writes the header from a Rust
+    HashMap, so the same tensors and metadata come out in a different key order in every process."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    return json.dumps(header, sort_keys=True).encode() + data[8 + n :]
+
+
 class Hashes:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -100,7 +109,8 @@ class Hashes:
         self.speed: set[str] = set()
 
     def add(self, name: str, data: bytes, decode: bool = True) -> None:
-        self.lines.append(f"{name} {len(data)} {sha(data)}")
+        digest = sha(canonical_safetensors(data) if name.endswith(".safetensors") else data)
+        self.lines.append(f"{name} {len(data)} {digest}")
         print(self.lines[-1], flush=True)
         if decode:
             self.files.append((name, data))
