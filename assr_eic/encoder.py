@@ -11,6 +11,7 @@ import torch
 from .bitstream import Bitstream, lowres_size, pack, parse
 from .codec.base import LowresCode, Speed
 from .model import ASSRModel
+from .rescale import DOWNSAMPLE_TILE, resize  # noqa: F401  (DOWNSAMPLE_TILE: public here too)
 
 
 @dataclass
@@ -26,36 +27,12 @@ class Encoded:
     decoder_strength: int | None = None
 
 
-DOWNSAMPLE_TILE = 512  # low-res pixels per tile side for the downsampler's refinement network
-
-
 def downsample(model: ASSRModel, x: torch.Tensor, codec: str, scale_code: int) -> torch.Tensor:
-    """The low-res image the base codec codes at this scale (resampling + learned refinement).
-
-    The refinement runs in tiles of :data:`DOWNSAMPLE_TILE` low-res pixels with a halo wider than its
-    receptive field, so its memory is bounded for any image (its full-frame activations at s = 1 on a
-    16 Mpx image would take gigabytes); the result equals the whole-frame refinement up to float rounding.
-    """
-    from .rescale import resize
-
+    """The low-res image the base codec codes at this scale: resampling, then the learned refinement (in
+    tiles, :meth:`~assr_eic.rescale.Downsampler.refine_tiled`)."""
     size = lowres_size(*x.shape[-2:], scale_code)
-    ds = model.downsampler[codec]
-    s = 1 + scale_code / 64
     with torch.inference_mode():
-        base = resize(x, size)
-        h, w = size
-        t = DOWNSAMPLE_TILE
-        if h <= t and w <= t:
-            return ds.refine(base, codec, s)
-        m = 2 * ds.config["blocks"] + 4  # receptive radius (head + 2 convs per block + tail) plus slack
-        out = torch.empty_like(base)
-        for y0 in range(0, h, t):
-            for x0 in range(0, w, t):
-                y1, x1 = min(y0 + t, h), min(x0 + t, w)
-                ya, xa = max(0, y0 - m), max(0, x0 - m)
-                r = ds.refine(base[..., ya : min(h, y1 + m), xa : min(w, x1 + m)], codec, s)
-                out[..., y0:y1, x0:x1] = r[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
-        return out
+        return model.downsampler[codec].refine_tiled(resize(x, size), codec, 1 + scale_code / 64)
 
 
 def encode_at(

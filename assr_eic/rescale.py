@@ -38,6 +38,9 @@ def unpad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., : size[0], : size[1]]
 
 
+DOWNSAMPLE_TILE = 512  # low-res pixels per tile side for the refinement network
+
+
 class Downsampler(ConfigModule):
     """Antialiased bicubic downsampling followed by a residual refinement conditioned on (codec, s)."""
 
@@ -53,6 +56,29 @@ class Downsampler(ConfigModule):
     def forward(self, x: torch.Tensor, size: tuple[int, int], codec: str, s: float) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 3, h, w) in [0, 1] with (h, w) = ``size``."""
         return self.refine(resize(x, size), codec, s)
+
+    @property
+    def margin(self) -> int:
+        """Low-res pixels of context a tile needs on each side: the receptive radius (head, two convs per
+        block, tail) plus slack."""
+        return 2 * self.config["blocks"] + 4
+
+    def refine_tiled(self, base: torch.Tensor, codec: str, s: float, tile: int = DOWNSAMPLE_TILE) -> torch.Tensor:
+        """:meth:`refine` in ``tile`` x ``tile`` tiles with a :attr:`margin` halo, so memory is bounded for any
+        image (full-frame activations at s = 1 on a 16 Mpx image would take gigabytes); equal to the
+        whole-frame refinement up to float rounding."""
+        h, w = base.shape[-2:]
+        if h <= tile and w <= tile:
+            return self.refine(base, codec, s)
+        m = self.margin
+        out = torch.empty_like(base)
+        for y0 in range(0, h, tile):
+            for x0 in range(0, w, tile):
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                ya, xa = max(0, y0 - m), max(0, x0 - m)
+                r = self.refine(base[..., ya : min(h, y1 + m), xa : min(w, x1 + m)], codec, s)
+                out[..., y0:y1, x0:x1] = r[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out
 
     def refine(self, base: torch.Tensor, codec: str, s: float) -> torch.Tensor:
         """The learned residual on an already resampled image.
