@@ -31,6 +31,8 @@ says what is wrong; no field can make the parser allocate more than the input's 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import zlib
 from dataclasses import dataclass, field
 
@@ -348,3 +350,27 @@ def parse(data: bytes) -> Bitstream:
         strength=strength,
         nbytes=len(data),
     )
+
+
+TEXT_PREFIX = "assr:"  # a file as text: the prefix, then its bytes in standard base64
+MAX_TEXT_BYTES = 1 << 20  # files carried as text in a workflow (real ones are a few hundred bytes to a few KB)
+
+
+def to_text(data: bytes) -> str:
+    """An ``.assr`` file as one line of text that a workflow, a chat message or a PNG's metadata can carry."""
+    return TEXT_PREFIX + base64.b64encode(data).decode("ascii")
+
+
+def from_text(text: str) -> bytes:
+    """The bytes of a file written by :func:`to_text` (whitespace and line breaks ignored); BitstreamError
+    with one sentence for anything else. The bytes are not parsed here: :func:`parse` does that."""
+    compact = "".join(text.split())
+    if not compact.startswith(TEXT_PREFIX):
+        raise BitstreamError(f"not an embedded .assr file: the text must start with {TEXT_PREFIX!r}")
+    body = compact[len(TEXT_PREFIX) :]
+    if len(body) > 4 * (MAX_TEXT_BYTES // 3 + 1):
+        raise BitstreamError(f"embedded .assr file larger than {MAX_TEXT_BYTES} bytes; load it as a file instead")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise BitstreamError("not an embedded .assr file: the text after 'assr:' is not valid base64") from None

@@ -104,7 +104,13 @@ def cmd_info(a: argparse.Namespace) -> None:
     from .bitstream import parse
     from .pipeline import read_bitstream
 
-    info = parse(read_bitstream(a.input)).info()
+    data = read_bitstream(a.input)
+    info = parse(data).info()
+    if a.text:  # the file as one line of text, for ComfyUI's ASSR Embedded Bitstream node
+        from .bitstream import to_text
+
+        print(to_text(data))
+        return
     if a.json:
         print(json.dumps(info))
         return
@@ -162,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe an .assr file")
     i.add_argument("input", help=".assr file")
     i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.add_argument("--text", action="store_true", help="print the file as text (assr:base64) to embed in a workflow")
     i.set_defaults(func=cmd_info)
     for name, text in (
         ("demo", "compress and decompress sample photos (see assr-eic demo --help)"),

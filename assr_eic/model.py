@@ -79,10 +79,9 @@ class ASSRModel(nn.Module):
     def learned_net(self):
         """The learned codec network, built on first use (fresh and untrained for a new in-memory model)."""
         if "learned_codec" not in self._modules:
-            from .codec.learned import VariableRateHyperprior
-
+            network = codec_class("learned").network  # says what to install where compressai is missing
             with torch.inference_mode(False):  # first use may be inside inference_mode: keep normal params
-                net = VariableRateHyperprior(**self.config["learned"])
+                net = network(**self.config["learned"])
                 self.config["learned"] = net.config
                 if self._learned_state is not None:
                     net.load_state_dict({k: v.clone() for k, v in self._learned_state.items()})

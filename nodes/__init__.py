@@ -19,13 +19,14 @@ if importlib.util.find_spec("assr_eic") is None:
 from .codec import ASSRBitstreamInfo, ASSRDecode, ASSREncode  # noqa: E402
 from .compare import ASSRCompare  # noqa: E402
 from .diffusion import ASSRColorFix, ASSRDiffusionDecode, ASSRDiffusionPrepare  # noqa: E402
-from .files import LoadASSRBitstream, LoadASSRModel, SaveASSRBitstream  # noqa: E402
+from .files import ASSREmbeddedBitstream, LoadASSRBitstream, LoadASSRModel, SaveASSRBitstream  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
     LoadASSRModel,
     ASSREncode,
     SaveASSRBitstream,
     LoadASSRBitstream,
+    ASSREmbeddedBitstream,
     ASSRDecode,
     ASSRBitstreamInfo,
     ASSRCompare,

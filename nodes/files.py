@@ -1,10 +1,12 @@
-"""Nodes that touch files: Load ASSR Model, Load ASSR Bitstream, Save ASSR Bitstream."""
+"""Nodes that touch files: Load ASSR Model, Load ASSR Bitstream, Save ASSR Bitstream, and ASSR Embedded
+Bitstream (a file carried inside the workflow as text)."""
 
 from __future__ import annotations
 
 import folder_paths
 from comfy_api.latest import io, ui
 
+from assr_eic.bitstream import BitstreamError, from_text, to_text
 from assr_eic.model import DEFAULT_MODEL_PATH, ASSRModel, ModelFileError
 
 from .common import (
@@ -13,6 +15,7 @@ from .common import (
     FOLDER,
     ASSRBitstreamType,
     ASSRModelType,
+    BitstreamItem,
     ModelHandle,
     display_path,
     file_digest,
@@ -130,4 +133,47 @@ class SaveASSRBitstream(io.ComfyNode):
         items = items_of(bitstream)
         results = save_bitstreams(items, filename_prefix)
         text = "\n".join(f"{display_path(r)}:\n  {it.summary()}" for r, it in zip(results, items, strict=True))
-        return io.NodeOutput(ui={"assr": results, "text": [text]})
+        # each file as text too, for the canvas's "embed in workflow" button (ASSR Embedded Bitstream)
+        return io.NodeOutput(ui={"assr": results, "text": [text], "assr_text": [to_text(it.data) for it in items]})
+
+
+class ASSREmbeddedBitstream(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ASSR_EmbeddedBitstream",
+            display_name="ASSR Embedded Bitstream",
+            category=CATEGORY,
+            description=(
+                "An .assr file carried inside the workflow as text (assr: then base64), so a shared workflow "
+                "JSON, or a PNG saved by ComfyUI, decodes on another machine with no separate file. Save ASSR "
+                "Bitstream's 'embed in workflow' button adds one filled in; `assr-eic info --text FILE` prints "
+                "the text of any file."
+            ),
+            inputs=[
+                io.String.Input(
+                    "text",
+                    multiline=True,
+                    default="",
+                    tooltip="The file as text: 'assr:' followed by its bytes in base64 (line breaks are ignored).",
+                ),
+            ],
+            outputs=[
+                ASSRBitstreamType.Output(
+                    display_name="bitstream", tooltip="The parsed .assr file, ready for ASSR Decode or Info."
+                )
+            ],
+        )
+
+    @classmethod
+    def execute(cls, text: str) -> io.NodeOutput:
+        if not text.strip():
+            raise ValueError(
+                "ASSR Embedded Bitstream is empty: press 'embed in workflow' under Save ASSR Bitstream, or paste "
+                "the text of a file (assr-eic info --text FILE)"
+            )
+        try:
+            item = BitstreamItem.from_bytes(from_text(text), "ASSR Embedded Bitstream's text")
+        except BitstreamError as e:
+            raise ValueError(f"ASSR Embedded Bitstream: {e}") from None
+        return io.NodeOutput([item], ui=ui.PreviewText(f"embedded:\n  {item.summary()}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,28 @@ class TestMalformed:
     def test_not_bytes(self):
         with pytest.raises(BitstreamError, match="expected bytes"):
             parse("a string")  # type: ignore[arg-type]
+
+
+class TestText:
+    """A file as one line of text (ComfyUI's ASSR Embedded Bitstream, assr-eic info --text)."""
+
+    def test_round_trip_ignores_whitespace(self):
+        from assr_eic.bitstream import from_text, to_text
+
+        data = (Path(__file__).resolve().parents[1] / "samples" / "coffee.assr").read_bytes()
+        text = to_text(data)
+        assert text.startswith("assr:") and "\n" not in text and len(text) == 5 + 4 * ((len(data) + 2) // 3)
+        assert from_text(f"  {text[:20]}\n{text[20:70]}\r\n {text[70:]}\n") == data
+
+    def test_anything_else_is_one_bitstream_error(self):
+        from assr_eic.bitstream import MAX_TEXT_BYTES, BitstreamError, from_text, to_text
+
+        for text, message in (
+            ("", "must start with 'assr:'"),
+            ("pUWAZdUR", "must start with 'assr:'"),
+            ("assr:pUWA*dUR", "not valid base64"),
+            ("assr:pUWAZdU", "not valid base64"),  # not a whole number of base64 quads
+            (to_text(bytes(MAX_TEXT_BYTES + 3)), "larger than"),
+        ):
+            with pytest.raises(BitstreamError, match=message):
+                from_text(text)

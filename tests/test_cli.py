@@ -201,3 +201,12 @@ def test_file_size_limit_is_one_line_and_leaves_nothing(tmp_path, files, model_p
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "file-size limit" in r.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_info_text_is_the_file_as_one_line():
+    """``info --text`` prints what ComfyUI's ASSR Embedded Bitstream holds: it decodes back to the exact bytes."""
+    from assr_eic.bitstream import from_text
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "chelsea.assr"
+    out = run("info", str(sample), "--text").stdout
+    assert out.count("\n") == 1 and from_text(out) == sample.read_bytes()

@@ -1,15 +1,18 @@
 // Canvas helpers for the assr-eic node pack:
-//  - every ASSR_* node shows the text its last run reported (bytes, bpp, scale, quality, PSNR ...);
+//  - every ASSR_* node shows the text its last run reported (bytes, bpp, scale, quality, PSNR ...), kept in
+//    the node's properties so it is still there after a tab switch, a reload or in a saved workflow;
 //  - Load ASSR Bitstream gets an upload button (and accepts a dropped .assr file), because ComfyUI's
 //    built-in upload widget only takes images, audio and video;
 //  - Save ASSR Bitstream shows a download link per saved file, served by ComfyUI's own /view route
-//    (so a remote or cloud ComfyUI hands the .assr to the browser).
+//    (so a remote or cloud ComfyUI hands the .assr to the browser), and an "embed in workflow" button
+//    that adds an ASSR Embedded Bitstream node holding the file as text (a shared workflow then carries it).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const INFO = "assr_info";
 const UPLOAD = "upload .assr file";
 const DOWNLOADS = "assr_downloads";
+const REPORT = "assr_report"; // node.properties key: the last run's text and saved files (serialized with the graph)
 
 function addInfoWidget(node) {
   const el = document.createElement("textarea");
@@ -36,21 +39,51 @@ function addDownloadWidget(node) {
   return widget;
 }
 
-// One link per saved file ({filename, subfolder, type} as Save ASSR Bitstream reports it) to /view.
-function showDownloads(node, files) {
+// An ASSR Embedded Bitstream node below ``node`` holding ``text`` (the file as "assr:" + base64).
+function embedInWorkflow(node, text) {
+  const created = window.LiteGraph?.createNode("ASSR_EmbeddedBitstream");
+  if (!created) return null;
+  created.pos = [node.pos[0], node.pos[1] + node.size[1] + 40];
+  app.graph.add(created);
+  const widget = created.widgets?.find((w) => w.name === "text");
+  if (widget) widget.value = text;
+  app.graph.setDirtyCanvas(true, true);
+  return created;
+}
+
+// One link per saved file ({filename, subfolder, type} as Save ASSR Bitstream reports it) to /view, and a
+// button that embeds that file in the workflow.
+function showDownloads(node, files, texts) {
   const el = node.widgets?.find((w) => w.name === DOWNLOADS)?.inputEl;
   if (!el || !Array.isArray(files)) return;
   el.replaceChildren(
-    ...files.map((f) => {
+    ...files.map((f, i) => {
+      const row = document.createElement("div");
       const a = document.createElement("a");
       const params = new URLSearchParams({ filename: f.filename, subfolder: f.subfolder ?? "", type: f.type });
       a.href = api.apiURL(`/view?${params}`);
       a.download = f.filename;
       a.textContent = `download ${f.subfolder ? `${f.subfolder}/` : ""}${f.filename}`;
       a.style.color = "inherit";
-      return a;
+      row.append(a);
+      if (texts?.[i]) {
+        const b = document.createElement("button");
+        b.textContent = "embed in workflow";
+        b.title = "Add an ASSR Embedded Bitstream node holding this file, so the saved workflow carries it";
+        b.style.cssText = "margin-left:6px;font:11px monospace;";
+        b.onclick = () => embedInWorkflow(node, texts[i]);
+        row.append(b);
+      }
+      return row;
     }),
   );
+}
+
+// What the last run reported: the info text, and Save ASSR Bitstream's download links.
+function showReport(node, report) {
+  const widget = node.widgets?.find((w) => w.name === INFO);
+  if (widget && report.text) widget.value = report.text;
+  if (report.files) showDownloads(node, report.files, report.texts);
 }
 
 async function uploadBitstream(node, file) {
@@ -122,9 +155,20 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
       const text = message?.text;
-      const widget = this.widgets?.find((w) => w.name === INFO);
-      if (widget && text) widget.value = Array.isArray(text) ? text.join("\n") : String(text);
-      if (message?.assr) showDownloads(this, message.assr);
+      const report = { ...(this.properties?.[REPORT] ?? {}) };
+      if (text) report.text = Array.isArray(text) ? text.join("\n") : String(text);
+      if (message?.assr) Object.assign(report, { files: message.assr, texts: message.assr_text ?? [] });
+      this.properties = { ...(this.properties ?? {}), [REPORT]: report };
+      showReport(this, report);
+      // let the frontend's change tracker see the new properties, so the tab's persisted copy holds them
+      app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
+    };
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const r = onConfigure?.apply(this, arguments);
+      const report = this.properties?.[REPORT];
+      if (report) showReport(this, report);
+      return r;
     };
   },
 });

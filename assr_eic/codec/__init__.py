@@ -17,9 +17,27 @@ from ..bitstream import CODECS
 _IMPLEMENTATIONS = {"av1": ("av1", "AV1Codec"), "learned": ("learned", "LearnedCodec")}
 
 
+# what an optional codec needs beyond the pack's requirements, and how to get it
+_EXTRAS = {"learned": ("compressai", "pip install compressai==1.2.8 (or assr-eic[learned])")}
+
+
+class CodecUnavailableError(ValueError):
+    """A base codec whose optional dependency is not installed here."""
+
+
 def codec_class(name: str) -> type:
-    """The class of base codec ``name``; ValueError naming the choices for any other name."""
+    """The class of base codec ``name``; ValueError naming the choices for any other name, and
+    :class:`CodecUnavailableError` saying what to install for an optional codec that cannot load."""
     if name not in _IMPLEMENTATIONS:
         raise ValueError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
     module, cls = _IMPLEMENTATIONS[name]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    try:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    except ImportError as e:
+        if name not in _EXTRAS or (e.name or "").split(".")[0] != _EXTRAS[name][0]:
+            raise
+        package, install = _EXTRAS[name]
+        raise CodecUnavailableError(
+            f"the {name} codec needs {package}, which is not installed: {install}. It is optional because "
+            f"{package} 1.2.8 requires numpy < 2; the default av1 codec needs nothing more"
+        ) from None

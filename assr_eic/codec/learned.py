@@ -205,6 +205,7 @@ class LearnedCodec:
     name = "learned"
 
     has_draft = False
+    network = VariableRateHyperprior  # what ``ASSRModel.learned_net`` builds
     max_lowres_pixels = MAX_LOWRES_PIXELS
     log_bytes_per_level = 0.012
 

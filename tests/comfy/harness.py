@@ -87,6 +87,7 @@ class ComfyServer:
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     prefix: list[str] = field(default_factory=list)  # e.g. a private mount namespace that exec's the server
+    python: Path = PYTHON  # the interpreter ComfyUI runs in (another venv for the install test)
 
     @property
     def url(self) -> str:
@@ -105,7 +106,7 @@ class ComfyServer:
         self.log_path = self.base / "server.log"
         log = open(self.log_path, "wb")
         cmd = [
-            str(PYTHON), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            str(self.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-api-nodes", "--database-url", f"sqlite:///{self.base / 'comfyui.db'}",
             "--base-directory", str(self.base), "--output-directory", str(self.output_dir),
             "--input-directory", str(self.input_dir), *self.extra_args,

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from assr_eic.bitstream import from_text
+
 pytestmark = pytest.mark.comfy
 
 SCREENSHOT = harness.REPO / "docs" / "screenshot_canvas.png"
@@ -58,6 +60,33 @@ async def canvas_session(server, name: str, workflow: dict, assr_bytes: bytes, s
         await asyncio.sleep(1.5)  # let the canvas draw
         await b.screenshot(screenshot)
 
+        # "embed in workflow": a new ASSR Embedded Bitstream node holds the saved file, and the saved workflow too
+        seen["embedded"] = await b.eval(
+            "(() => { const n = app.graph._nodes.find(n => n.type === 'ASSR_SaveBitstream');"
+            " n.widgets.find(w => w.name === 'assr_downloads').inputEl.querySelector('button').click();"
+            " const e = app.graph._nodes.find(n => n.type === 'ASSR_EmbeddedBitstream');"
+            " const saved = app.graph.serialize().nodes.find(n => n.type === 'ASSR_EmbeddedBitstream');"
+            " return [e.widgets.find(w => w.name === 'text').value, saved.widgets_values[0]] })()"
+        )
+
+        # reports that stay: after a reload the restored (or reopened) workflow shows the last run's report
+        report_js = (
+            "(() => { const e = app.graph._nodes.find(n => n.type === 'ASSR_Encode');"
+            " const s = app.graph._nodes.find(n => n.type === 'ASSR_SaveBitstream');"
+            " if (!e || !s) return null;"
+            " return [e.widgets.find(w => w.name === 'assr_info').value,"
+            " [...s.widgets.find(w => w.name === 'assr_downloads').inputEl.querySelectorAll('a')]"
+            ".map(a => a.textContent)] })()"
+        )
+        seen["report_before"] = await b.eval(report_js)
+        saved_graph = await b.eval("app.graph.serialize()")
+        await b.goto(server.url, harness.JS_APP_READY, 90)
+        await b.wait_for("app.graph && Object.keys(LiteGraph.registered_node_types).includes('ASSR_Encode')", 30)
+        seen["restored_by_frontend"] = await b.eval(report_js) is not None
+        if not seen["restored_by_frontend"]:  # this frontend opened an empty tab: reopen the saved workflow
+            await b.eval(harness.js_load_workflow(saved_graph))
+        seen["report_after"] = await b.eval(report_js)
+
         # the pack's upload path: a .assr file dropped on Load ASSR Bitstream lands in the input folder
         data = json.dumps(base64.b64encode(assr_bytes).decode())
         seen["upload_widgets"] = await b.eval(
@@ -94,6 +123,10 @@ def test_workflow_runs_on_the_canvas(server, object_info, tmp_path):
     assert text == f"download assr/{download}" and download.startswith("compressed_") and download.endswith("_.assr")
     assert "/view?" in href and "subfolder=assr" in href and "type=output" in href
     assert base64.b64decode(body) == saved.read_bytes(), "the link returns the exact bytes of the saved file"
+    assert seen["report_before"][0] == seen["encode_text"] and seen["report_before"][1] == [text]
+    assert seen["report_after"] == seen["report_before"], "the report survives the reload"
+    widget_text, workflow_text = seen["embedded"]
+    assert widget_text == workflow_text and from_text(workflow_text) == saved.read_bytes()
     assert "upload .assr file" in seen["upload_widgets"]
     assert seen["dropped"] is True and seen["combo"] == "dropped.assr"
     assert (server.input_dir / "dropped.assr").read_bytes() == assr

@@ -86,4 +86,54 @@ def test_pack_works_without_pip_install(comfy_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()
     assert lines[-2] == str(harness.REPO / "assr_eic" / "__init__.py")
-    assert len(json.loads(lines[-1])) == 10  # 7 codec nodes + 3 diffusion-decoder nodes
+    assert len(json.loads(lines[-1])) == 11  # 8 codec nodes (ASSR Embedded Bitstream the 8th) + 3 diffusion nodes
+
+
+def test_registry_metadata_read_by_comfyuis_own_parser(comfy_root):
+    """ComfyUI's comfy_config reads the pack's pyproject: icon and banner point at pictures in the repository
+    (made by scripts/make_brand.py), and the dependencies are requirements.txt's."""
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(comfy_root)!r})\n"
+        "from comfy_config import config_parser\n"
+        f"c = config_parser.extract_node_configuration({str(harness.REPO)!r})\n"
+        "print(json.dumps({'name': c.project.name, 'deps': c.project.dependencies, 'icon': c.tool_comfy.icon,\n"
+        "  'banner': c.tool_comfy.banner_url, 'publisher': c.tool_comfy.publisher_id,\n"
+        "  'comfyui': c.project.supported_comfyui_version}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(r.stdout.strip().splitlines()[-1])
+    assert meta["name"] == "assr-eic" and meta["publisher"] == "assr-eic" and meta["comfyui"] == ">=0.3.75"
+    requirements = [
+        ln.strip() for ln in (harness.REPO / "requirements.txt").read_text().splitlines() if ln and ln[0] != "#"
+    ]
+    assert [d for d in meta["deps"] if not d.startswith("torch")] == requirements
+    for key, name in (("icon", "icon.png"), ("banner", "banner.png")):
+        assert meta[key] == f"https://raw.githubusercontent.com/assr-eic/assr-eic/main/docs/{name}"
+    with Image.open(harness.REPO / "docs" / "icon.png") as icon:
+        assert icon.size == (400, 400)
+    with Image.open(harness.REPO / "docs" / "banner.png") as banner:
+        assert banner.width >= 3 * banner.height
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.comfyignore's patterns as gitignore reads the forms this file uses: 'dir/' and path globs."""
+    import fnmatch
+
+    return any(path.startswith(p) if p.endswith("/") else fnmatch.fnmatch(path, p) for p in patterns)
+
+
+def test_published_pack_holds_what_a_user_needs_and_no_developer_files():
+    lines = (harness.REPO / ".comfyignore").read_text().splitlines()
+    patterns = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    files = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]  # what a clone of the commit holds
+    tracked = subprocess.run(files, cwd=harness.REPO, capture_output=True, text=True, check=True)
+    published = [p for p in tracked.stdout.splitlines() if not _ignored(p, patterns)]
+    assert not [p for p in published if p.startswith(("tests/", "bench/", ".ci/"))]
+    for needed in ("__init__.py", "nodes/__init__.py", "assr_eic/weights/default.safetensors", "web/assr_eic.js",
+                   "samples/astronaut.assr", "requirements.txt", "pyproject.toml", "README.md", "LICENSE",
+                   "docs/icon.png", "docs/screenshot_canvas.png"):  # fmt: skip
+        assert needed in published, needed
+    assert any(p.startswith("workflows/") and p.endswith(".json") for p in published)
+    size = sum((harness.REPO / p).stat().st_size for p in published)
+    assert size < 12_000_000, f"the published pack is {size / 1e6:.1f} MB"

@@ -189,6 +189,36 @@ class TestWorkflows:
         assert np.array_equal(cli_decode(harness.REPO / "samples" / "coffee.assr", tmp_path, f"{w}x{h}"), node_png)
         assert f"{name}:" in out[node_of(prompt, "ASSR_LoadBitstream")]["text"][0]
 
+    def test_embedded_bitstream_decodes_on_a_second_server_with_no_file(self, server, object_info, tmp_path):
+        """Save ASSR Bitstream reports each file as text; a decode workflow holding that text in ASSR Embedded
+        Bitstream, run on another ComfyUI whose input folder is empty, gives the CLI's pixels of the file."""
+        first = prompt_for("assr_compress_and_save", object_info, photo="astronaut.png")
+        first[node_of(first, "ASSR_SaveBitstream")]["inputs"]["filename_prefix"] = "embedded/first"  # a fresh save
+        entry = server.run(first)
+        assert entry["status"]["status_str"] == "success", harness.history_error(entry)
+        saved = next(o for o in entry["outputs"].values() if "assr" in o)
+        path = server.output_dir / saved["assr"][0]["subfolder"] / saved["assr"][0]["filename"]
+        (text,) = saved["assr_text"]
+        assert text == harness.cli("info", "--text", str(path)).stdout.strip() and text.startswith("assr:")
+        prompt = prompt_for("assr_load_and_decode", object_info)
+        load = node_of(prompt, "ASSR_LoadBitstream")
+        prompt[load] = {"class_type": "ASSR_EmbeddedBitstream", "inputs": {"text": text[:40] + "\n" + text[40:]}}
+        other = harness.ComfyServer(harness.make_base(tmp_path / "second")).start()
+        try:
+            assert not any(other.input_dir.iterdir())
+            done = other.run(prompt)
+            assert done["status"]["status_str"] == "success", harness.history_error(done)
+            out = done["outputs"]
+            png = read_png(other.view(out[node_of(prompt, "SaveImage")]["images"][0]))
+            h, w = png.shape[:2]
+            assert np.array_equal(cli_decode(path, tmp_path, f"{w}x{h}"), png)
+            prompt[load]["inputs"]["text"] = text[:-8]  # truncated: one clear node error
+            bad = other.run(prompt)
+            assert bad["status"]["status_str"] == "error"
+            assert "ASSR Embedded Bitstream" in harness.history_error(bad)["exception_message"]
+        finally:
+            other.stop()
+
     def test_rate_sweep_compare(self, server, object_info):
         prompt = prompt_for("assr_rate_sweep_compare", object_info, photo="chelsea.png")
         entry = server.run(prompt, timeout=300)
