@@ -198,9 +198,13 @@ def _write(job: Job, data: bytes) -> None:
 def process_one(job: Job) -> Row:
     """Do one job and return its summary row; a user-level failure (a bad image, a bad file, a rate
     that cannot be reached, a file that cannot be written) is a row with status "error", never raised."""
+    from .files import OutputExistsError
+
     t = time.perf_counter()
     try:
         info = _compress(job) if job.mode == "compress" else _decompress(job)
+    except OutputExistsError:  # written meanwhile by another writer (a worker of a killed run finishing its file)
+        return skipped_row(job, {})
     except (ValueError, OSError, MemoryError) as e:  # the library's bad-input errors are ValueErrors
         msg = " ".join(str(e).split()) or type(e).__name__
         return Row(job.rel, job.dst, "error", seconds=time.perf_counter() - t, error=msg)

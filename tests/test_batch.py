@@ -39,6 +39,20 @@ def _photos() -> list[tuple[str, np.ndarray]]:
     ]
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
 def make_folder(root: Path, photos=None) -> Path:
     for rel, img in photos or _photos():
         p = root / rel
@@ -156,10 +170,15 @@ def test_interrupted_run_resumes_losing_and_repeating_nothing(tmp_path, photos_d
     deadline = time.monotonic() + 300
     while not list(out.rglob("*.assr")) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.05)
+    workers = children(p.pid)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert "interrupted" in err
+    gone = time.monotonic() + 10  # no worker outlives the run (allowing init a moment to reap them)
+    while [w for w in workers if Path(f"/proc/{w}").exists()] and time.monotonic() < gone:
+        time.sleep(0.1)
+    assert workers and not [w for w in workers if Path(f"/proc/{w}").exists()]
     first = {f: (out / f).stat().st_mtime_ns for f in outputs(out, ".assr")}
     assert 1 <= len(first) < 6, "the run was stopped mid-way"
     for f in first:  # whatever exists is complete
