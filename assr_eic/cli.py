@@ -51,6 +51,35 @@ def _write(path: Path, data: bytes, overwrite: bool) -> None:
         raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)") from None
 
 
+def _folder(a: argparse.Namespace, mode: str) -> None:
+    """A folder at a time (``assr_eic.batch``): exit status 2 when any file failed, 130 when interrupted."""
+    import signal
+
+    from .batch import run_folder
+
+    if a.workers is not None and a.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {a.workers}")
+    keys = ("bpp", "scale", "quality", "codec", "prompt", "effort", "psnr") if mode == "compress" else ("size",)
+    options = {k: getattr(a, k) for k in (*keys, "model", "overwrite")}
+    if options["model"] is not None:
+        options["model"] = str(Path(options["model"]).resolve())
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops the workers as Ctrl-C does
+    rows = run_folder(mode, a.input, a.output, options, workers=a.workers, scheduler=a.scheduler,
+                      originals=getattr(a, "originals", None))  # fmt: skip
+    bad = [r for r in rows if r.status == "error"]
+    print(
+        f"{a.output}: {len(rows) - len(bad)} of {len(rows)} files done "
+        f"({sum(r.status == 'skipped' for r in rows)} finished earlier), summary in {Path(a.output) / 'summary.csv'}"
+    )
+    if bad:
+        raise UserError(f"{len(bad)} of {len(rows)} files failed (first: {bad[0].input}: {bad[0].error})")
+
+
+def _folder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, help="folder input: worker processes (default: min(2, CPU cores))")
+    p.add_argument("--scheduler", help="folder input: run on this Dask scheduler (tcp://HOST:PORT) instead")
+
+
 def cmd_compress(a: argparse.Namespace) -> None:
     from .image import load_image
     from .pipeline import compress
@@ -61,6 +90,8 @@ def cmd_compress(a: argparse.Namespace) -> None:
         raise UserError("give either --bpp or --scale/--quality, not both")
     if a.effort != "normal" and a.bpp is None:
         raise UserError("--effort is rate control's: it needs --bpp")
+    if Path(a.input).is_dir():
+        return _folder(a, "compress")
     _check_output(Path(a.output), a.overwrite)
     image = load_image(a.input)
     t = time.perf_counter()
@@ -84,6 +115,8 @@ def cmd_decompress(a: argparse.Namespace) -> None:
 
     from .pipeline import decompress, read_bitstream
 
+    if Path(a.input).is_dir():
+        return _folder(a, "decompress")
     out = Path(a.output)
     if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg"):
         raise UserError(f"unknown output image type {out.suffix!r}; use .png")
@@ -139,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="image -> .assr file")
-    c.add_argument("input", help="image file (PNG, JPEG, BMP, ...)")
-    c.add_argument("-o", "--output", required=True, help="output .assr file")
+    c.add_argument("input", help="image file (PNG, JPEG, BMP, ...), or a folder: every image in its tree")
+    c.add_argument("-o", "--output", required=True, help="output .assr file (for a folder: the output folder)")
     c.add_argument("--bpp", type=float, help="target bits per pixel (rate control picks scale and quality)")
     c.add_argument("--scale", type=float, help="downsampling factor s in [1, 8]")
     c.add_argument("--quality", type=float, help="base-codec quality q in [0, 1]")
@@ -155,14 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prompt", help="short text stored in the file (its bytes count)")
     c.add_argument("--model", help="model file (default: the shipped model)")
     c.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (still atomic)")
+    c.add_argument("--psnr", action="store_true", help="folder input: decode each file for the summary's PSNR")
+    _folder_args(c)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help=".assr file -> image")
-    d.add_argument("input", help=".assr file")
-    d.add_argument("-o", "--output", required=True, help="output image (.png)")
+    d.add_argument("input", help=".assr file, or a folder: every .assr file in its tree")
+    d.add_argument("-o", "--output", required=True, help="output image (.png) (for a folder: the output folder)")
     d.add_argument("--size", type=_size, help="output size WIDTHxHEIGHT (default: the original size)")
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.add_argument("--overwrite", action="store_true", help="replace the output image if it exists (still atomic)")
+    d.add_argument("--originals", help="folder input: the original images' folder (same tree), for PSNR")
+    _folder_args(d)
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="describe an .assr file")

@@ -21,6 +21,6 @@ if ! "$venv/bin/python" -c "import torch, torchvision, sys; sys.exit(not (torch.
   "${pip[@]}" install "$torch_pin" "$vision_pin"
 fi
 echo "[setup] installing assr-eic and its dependencies under constraints.txt" >&2
-"${pip[@]}" install -c constraints.txt -e ".[learned,test,plot,train,bench]"
+"${pip[@]}" install -c constraints.txt -e ".[learned,test,plot,train,bench,distributed]"
 echo "$want" > "$stamp"
 echo "[setup] ready: $venv" >&2
