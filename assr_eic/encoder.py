@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .bitstream import Bitstream, lowres_size, pack, parse
+from .bitstream import Bitstream, dequantize_scale, lowres_size, pack, parse
 from .codec.base import LowresCode, Speed
 from .model import ASSRModel
-from .rescale import DOWNSAMPLE_TILE, resize  # noqa: F401  (DOWNSAMPLE_TILE: public here too)
+from .rescale import resize
 
 
 @dataclass
@@ -32,7 +32,7 @@ def downsample(model: ASSRModel, x: torch.Tensor, codec: str, scale_code: int) -
     tiles, :meth:`~assr_eic.rescale.Downsampler.refine_tiled`)."""
     size = lowres_size(*x.shape[-2:], scale_code)
     with torch.inference_mode():
-        return model.downsampler[codec].refine_tiled(resize(x, size), codec, 1 + scale_code / 64)
+        return model.downsampler[codec].refine_tiled(resize(x, size), codec, dequantize_scale(scale_code))
 
 
 def encode_at(

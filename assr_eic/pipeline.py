@@ -19,7 +19,7 @@ from .bitstream import (
     quantize_scale,
 )
 from .codec.base import LowresCode
-from .encoder import DOWNSAMPLE_TILE, Encoded, downsample, encode_at, reconstruct  # noqa: F401  (public here too)
+from .encoder import Encoded, downsample, encode_at, reconstruct  # noqa: F401  (public here too)
 from .image import (  # noqa: F401  (ImageError, check_image_size, composite_over_white: public here too)
     ImageError,
     ImageLike,
@@ -31,6 +31,7 @@ from .image import (  # noqa: F401  (ImageError, check_image_size, composite_ove
 )
 from .limits import MAX_FILE_BYTES, MAX_OUTPUT_PIXELS
 from .model import ASSRModel, load_model
+from .rescale import DOWNSAMPLE_TILE  # noqa: F401  (public here too)
 
 
 def compress(

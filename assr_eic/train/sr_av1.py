@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bitstream import quantize_scale
+from ..bitstream import dequantize_scale, quantize_scale
 from ..codec.av1 import AV1Codec, quantizer_from_quality
 from ..model import ASSRModel
 from ..pipeline import downsample
@@ -91,7 +91,7 @@ class PairMaker:
             x_lr = downsample(self.model, hr, "av1", sc)
             lr = torch.cat([self.codec.encode(x_lr[i : i + 1], qc).x_hat for i, qc in enumerate(qcs)])
         hr8 = torch.round(hr * 255).to(torch.uint8)
-        return PairGroup(lr.clone(), hr8, 1 + sc / 64, torch.tensor(qcs, dtype=torch.float32) / 255)
+        return PairGroup(lr.clone(), hr8, dequantize_scale(sc), torch.tensor(qcs, dtype=torch.float32) / 255)
 
 
 _worker_maker: PairMaker | None = None
