@@ -31,10 +31,11 @@ says what is wrong; no field can make the parser allocate more than the input's 
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 
-from .limits import MAX_PIXELS, MAX_PROMPT_BYTES, MAX_SIDE
+from .limits import MAX_FILE_BYTES, MAX_PIXELS, MAX_PROMPT_BYTES, MAX_SIDE
 
 MAGIC = b"\xa5E"
 # 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
@@ -121,13 +122,17 @@ class Reader:
         self.pos += n
         return out
 
-    def varint(self, what: str, limit: int) -> int:
+    def varint(self, what: str, limit: int, minimal: bool = True) -> int:
+        """An unsigned LEB128 of at most 5 bytes; ``minimal``: refuse a longer encoding than needed (a
+        final 0x00 byte after others), so that each value has one byte string in a file."""
         n, shift = 0, 0
-        for _ in range(5):
+        for i in range(5):
             (b,) = self.take(1, what)
             n |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
+                if minimal and i and not b:
+                    raise BitstreamError(f"invalid file: {what} is a varint longer than it needs to be")
                 if n > limit:
                     raise BitstreamError(f"invalid file: {what} is {n}, above the limit {limit}")
                 return n
@@ -261,6 +266,17 @@ def pack(bs: Bitstream, version: int = VERSION) -> bytes:
     return bytes(out)
 
 
+def read_bitstream(path: str | os.PathLike) -> bytes:
+    """Read a file's bytes, refusing anything that is not a regular file or too large to be an ``.assr``
+    file before reading it (no torch needed: the CLI refuses bad files before loading anything)."""
+    from .files import FileError, read_limited
+
+    try:
+        return read_limited(path, MAX_FILE_BYTES, "an .assr file")
+    except FileError as e:
+        raise BitstreamError(str(e)) from None
+
+
 def header_size(data: bytes) -> int:
     """Bytes of a packed file that are not stream payload (header, prompt and CRC)."""
     bs = parse(data)
@@ -318,6 +334,8 @@ def parse(data: bytes) -> Bitstream:
     if has_prompt:
         word = r.varint("prompt length", 2 * MAX_PROMPT_BYTES + 1)
         raw = r.take(word >> 1, "prompt")
+        if not raw:
+            raise BitstreamError("invalid file: the prompt flag is set but the prompt is empty")
         if word & 1:
             d = zlib.decompressobj(-15)
             try:
@@ -326,6 +344,10 @@ def parse(data: bytes) -> Bitstream:
                 raise BitstreamError("invalid file: the prompt does not decompress") from None
             if len(text) > MAX_PROMPT_BYTES or d.unconsumed_tail or not d.eof:
                 raise BitstreamError("invalid file: the prompt is malformed or too long")
+            if d.unused_data:
+                raise BitstreamError("invalid file: bytes follow the prompt's compressed data inside its field")
+            if len(raw) >= len(text):  # the writer deflates only when that is shorter
+                raise BitstreamError("invalid file: the prompt is stored deflated although that is not shorter")
         else:
             text = raw
         try:
@@ -336,6 +358,10 @@ def parse(data: bytes) -> Bitstream:
     streams.append(r.take(body_end - r.pos, "last stream"))
     if any(len(s) == 0 for s in streams):
         raise BitstreamError("invalid file: an empty payload stream")
+    if CODECS[codec_id] == "av1":
+        from .codec import obu  # the payload's form depends on the version (obu imports this module)
+
+        obu.check_form(streams[0], version, *obu.padded_size(*lowres_size(height, width, scale_code)))
     return Bitstream(
         codec=CODECS[codec_id],
         fingerprint=fingerprint,
