@@ -280,10 +280,23 @@ def _checked_folder(folder: Path) -> None:
         raise FileError(f"output folder does not exist: {folder}")
 
 
+def _check_replaceable(path: Path) -> None:
+    """Only a regular file (or a symlink, which is replaced itself) may be overwritten: replacing a device,
+    FIFO, socket or folder would turn, say, /dev/null into a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    kind = None if stat.S_ISLNK(mode) else special_kind(mode)
+    if kind is not None:
+        raise FileError(f"{path} is {kind}, not a regular file; refusing to replace it")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
     """Write ``data`` as file ``path`` atomically: temporary file in the same folder, flush, fsync, then
     the final name. An existing file is refused (``FileError``) unless ``overwrite``, and is then
-    replaced in one step. On any failure nothing is left: no partial file and no temporary file."""
+    replaced in one step, but only if it is a regular file (never a device, FIFO, socket or folder).
+    On any failure nothing is left: no partial file and no temporary file."""
     path = Path(path)
     sanitize_name(path.name)
     folder = path.parent
@@ -294,6 +307,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
     try:
         tmp = _temp_with(folder, path.name, data)
         if overwrite:
+            _check_replaceable(path)  # as late as it can be: just before the rename
             os.replace(tmp, path)
         else:
             _link_new(tmp, path)
