@@ -134,7 +134,7 @@ def confined_path(
     rel = name.replace("\\", "/")
     if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or os.path.isabs(name):
         raise FileError(f"{name!r} is an absolute path; only files inside {label} can be loaded")
-    escaped = False
+    escaped, special = False, None
     for root in roots:
         real_root = root.resolve()
         real = (root / rel).resolve()  # follows every symlink on the way, and '..'
@@ -143,6 +143,10 @@ def confined_path(
             continue
         if real.is_file():
             return real
+        if special is None and os.path.lexists(real):  # a folder, FIFO, device or socket: named, never opened
+            special = special_kind(os.stat(real).st_mode)
+    if special is not None:
+        raise FileError(f"{name!r} is not a file in {label}: it is {special}; only regular files can be loaded")
     if escaped:
         raise FileError(
             f"{name!r} resolves to a place outside {label}; only files inside it can be loaded "
