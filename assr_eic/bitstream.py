@@ -36,6 +36,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from .limits import MAX_FILE_BYTES, MAX_PIXELS, MAX_PROMPT_BYTES, MAX_SIDE
+from .wire import BitstreamError, Reader, varint  # noqa: F401  (public here: the format's API)
 
 MAGIC = b"\xa5E"
 # 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
@@ -52,10 +53,6 @@ MIN_SCALE, MAX_SCALE = 1.0, 8.0
 QUALITY_STEPS = 255
 _CRC_BYTES = 4
 _FIXED = len(MAGIC) + 1 + 3  # magic, flags byte, fingerprint
-
-
-class BitstreamError(ValueError):
-    """The one error type for anything wrong with an ``.assr`` file (corrupt, foreign, unsupported)."""
 
 
 class ModelMismatchError(BitstreamError):
@@ -92,51 +89,6 @@ def lowres_size(height: int, width: int, scale_code: int) -> tuple[int, int]:
         return max(1, (2 * n * SCALE_STEPS + den) // (2 * den))
 
     return one(height), one(width)
-
-
-def varint(n: int) -> bytes:
-    """Unsigned LEB128 (also the size field of AV1 OBUs)."""
-    if n < 0:
-        raise ValueError("varints are unsigned")
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-class Reader:
-    """Reads fields off ``data[:end]``; anything short or malformed is a :class:`BitstreamError`."""
-
-    def __init__(self, data: bytes, end: int) -> None:
-        self.data, self.pos, self.end = data, 0, end
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > self.end:
-            raise BitstreamError(f"truncated file: {what} runs past the end of the data")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def varint(self, what: str, limit: int, minimal: bool = True) -> int:
-        """An unsigned LEB128 of at most 5 bytes; ``minimal``: refuse a longer encoding than needed (a
-        final 0x00 byte after others), so that each value has one byte string in a file."""
-        n, shift = 0, 0
-        for i in range(5):
-            (b,) = self.take(1, what)
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if minimal and i and not b:
-                    raise BitstreamError(f"invalid file: {what} is a varint longer than it needs to be")
-                if n > limit:
-                    raise BitstreamError(f"invalid file: {what} is {n}, above the limit {limit}")
-                return n
-        raise BitstreamError(f"invalid file: {what} is not a valid varint")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from ..bitstream import Bitstream, BitstreamError
+from typing import TYPE_CHECKING
+
 from ..limits import MAX_LOWRES_PIXELS
+from ..wire import BitstreamError
+
+if TYPE_CHECKING:
+    from ..bitstream import Bitstream
 
 STREAMS = {"av1": 1, "learned": 2}
 _STREAMS_TEXT = {"av1": "an av1 payload has 1 stream", "learned": "a learned payload has 2 streams"}

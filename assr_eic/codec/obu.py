@@ -19,7 +19,7 @@ parser). A full payload's sequence header must declare the frame size the file h
 
 from __future__ import annotations
 
-from ..bitstream import BitstreamError, Reader, varint
+from ..wire import BitstreamError, Reader, varint
 
 MIN_SIDE = 64  # part of the format: frames are padded to at least 64 px a side (and even sides), cropped back
 
