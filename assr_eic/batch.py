@@ -103,6 +103,9 @@ def discover(src_dir: str | os.PathLike, out_dir: str | os.PathLike, mode: str, 
         raise BatchError("the output folder must differ from the input folder")
     exts = IMAGE_EXTS if mode == "compress" else (".assr",)
     paths = [p for p in _walk(src, out) if p.suffix.lower() in exts and p.is_file()]
+    if not paths:
+        what = "images (" + ", ".join(sorted(IMAGE_EXTS)) + ")" if mode == "compress" else ".assr files"
+        raise BatchError(f"{src_dir} is a folder with no {what} in its tree: nothing to {mode}")
     suffix = ".assr" if mode == "compress" else ".png"
     rels = [p.relative_to(src) for p in paths]
     targets = [r.with_suffix(suffix) for r in rels]

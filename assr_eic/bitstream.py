@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import zlib
 from dataclasses import dataclass, field
 
-from .limits import MAX_PIXELS, MAX_PROMPT_BYTES, MAX_SIDE
+from .limits import MAX_FILE_BYTES, MAX_PIXELS, MAX_PROMPT_BYTES, MAX_SIDE
+from .wire import BitstreamError, Reader, varint  # noqa: F401  (public here: the format's API)
 
 MAGIC = b"\xa5E"
 # 2: an av1 payload may be in the compact form (codec/obu.py); otherwise the same as 1
@@ -53,10 +55,6 @@ MIN_SCALE, MAX_SCALE = 1.0, 8.0
 QUALITY_STEPS = 255
 _CRC_BYTES = 4
 _FIXED = len(MAGIC) + 1 + 3  # magic, flags byte, fingerprint
-
-
-class BitstreamError(ValueError):
-    """The one error type for anything wrong with an ``.assr`` file (corrupt, foreign, unsupported)."""
 
 
 class ModelMismatchError(BitstreamError):
@@ -93,47 +91,6 @@ def lowres_size(height: int, width: int, scale_code: int) -> tuple[int, int]:
         return max(1, (2 * n * SCALE_STEPS + den) // (2 * den))
 
     return one(height), one(width)
-
-
-def varint(n: int) -> bytes:
-    """Unsigned LEB128 (also the size field of AV1 OBUs)."""
-    if n < 0:
-        raise ValueError("varints are unsigned")
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-class Reader:
-    """Reads fields off ``data[:end]``; anything short or malformed is a :class:`BitstreamError`."""
-
-    def __init__(self, data: bytes, end: int) -> None:
-        self.data, self.pos, self.end = data, 0, end
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > self.end:
-            raise BitstreamError(f"truncated file: {what} runs past the end of the data")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def varint(self, what: str, limit: int) -> int:
-        n, shift = 0, 0
-        for _ in range(5):
-            (b,) = self.take(1, what)
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if n > limit:
-                    raise BitstreamError(f"invalid file: {what} is {n}, above the limit {limit}")
-                return n
-        raise BitstreamError(f"invalid file: {what} is not a valid varint")
 
 
 @dataclass(frozen=True)
@@ -263,6 +220,17 @@ def pack(bs: Bitstream, version: int = VERSION) -> bytes:
     return bytes(out)
 
 
+def read_bitstream(path: str | os.PathLike) -> bytes:
+    """Read a file's bytes, refusing anything that is not a regular file or too large to be an ``.assr``
+    file before reading it (no torch needed: the CLI refuses bad files before loading anything)."""
+    from .files import FileError, read_limited
+
+    try:
+        return read_limited(path, MAX_FILE_BYTES, "an .assr file")
+    except FileError as e:
+        raise BitstreamError(str(e)) from None
+
+
 def header_size(data: bytes) -> int:
     """Bytes of a packed file that are not stream payload (header, prompt and CRC)."""
     bs = parse(data)
@@ -320,6 +288,8 @@ def parse(data: bytes) -> Bitstream:
     if has_prompt:
         word = r.varint("prompt length", 2 * MAX_PROMPT_BYTES + 1)
         raw = r.take(word >> 1, "prompt")
+        if not raw:
+            raise BitstreamError("invalid file: the prompt flag is set but the prompt is empty")
         if word & 1:
             d = zlib.decompressobj(-15)
             try:
@@ -328,6 +298,10 @@ def parse(data: bytes) -> Bitstream:
                 raise BitstreamError("invalid file: the prompt does not decompress") from None
             if len(text) > MAX_PROMPT_BYTES or d.unconsumed_tail or not d.eof:
                 raise BitstreamError("invalid file: the prompt is malformed or too long")
+            if d.unused_data:
+                raise BitstreamError("invalid file: bytes follow the prompt's compressed data inside its field")
+            if len(raw) >= len(text):  # the writer deflates only when that is shorter
+                raise BitstreamError("invalid file: the prompt is stored deflated although that is not shorter")
         else:
             text = raw
         try:
@@ -338,6 +312,10 @@ def parse(data: bytes) -> Bitstream:
     streams.append(r.take(body_end - r.pos, "last stream"))
     if any(len(s) == 0 for s in streams):
         raise BitstreamError("invalid file: an empty payload stream")
+    if CODECS[codec_id] == "av1":
+        from .codec import obu  # the payload's form depends on the version (obu imports this module)
+
+        obu.check_form(streams[0], version, *obu.padded_size(*lowres_size(height, width, scale_code)))
     return Bitstream(
         codec=CODECS[codec_id],
         fingerprint=fingerprint,

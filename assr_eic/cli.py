@@ -29,22 +29,42 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+STDOUT = "-"  # ``-o -``: write the output's bytes to standard output
+
+
 def _check_output(path: Path, overwrite: bool) -> None:
     """Refuse early (before any work) an output that could not be written: bad name, missing folder,
-    or an existing file without ``--overwrite``. The write itself checks again, atomically."""
-    from .files import sanitize_name
+    an existing file without ``--overwrite``, or anything but a regular file (``--overwrite`` never
+    replaces a device, FIFO, socket or folder); ``-`` is standard output unless that is a terminal.
+    The write itself checks again, atomically."""
+    from .files import sanitize_name, special_kind
 
+    if str(path) == STDOUT:
+        if sys.stdout.isatty():
+            raise UserError(
+                "refusing to write binary data to a terminal: redirect standard output or name a file with -o"
+            )
+        return
     sanitize_name(path.name, "output file name")
     if not path.parent.is_dir():
         raise UserError(f"output folder does not exist: {path.parent}")
-    if os.path.lexists(path) and not overwrite:
-        raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)")
+    if os.path.lexists(path):
+        kind = special_kind(os.lstat(path).st_mode)
+        if kind is not None and not os.path.islink(path):
+            raise UserError(f"{path} is {kind}, not a regular file; refusing to replace it, even with --overwrite")
+        if not overwrite:
+            raise UserError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)")
 
 
 def _write(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write the output atomically (see ``assr_eic.files``); never a partial file, never a silent overwrite."""
+    """Write the output atomically (see ``assr_eic.files``); never a partial file, never a silent overwrite.
+    ``-``: the bytes go to standard output and nothing else does."""
     from .files import OutputExistsError, atomic_write_bytes
 
+    if str(path) == STDOUT:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     try:
         atomic_write_bytes(path, data, overwrite=overwrite)
     except OutputExistsError:  # appeared while we worked
@@ -80,6 +100,23 @@ def _folder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", help="folder input: run on this Dask scheduler (tcp://HOST:PORT) instead")
 
 
+def _report(a: argparse.Namespace, line: str) -> None:
+    """The summary line: on stdout, or on stderr when stdout carries the output's bytes."""
+    print(line, file=sys.stderr if a.output == STDOUT else sys.stdout)
+
+
+def _read_checked(path: str):
+    """Read, parse and check a file from its header, lengths and the codecs' own headers, without torch or
+    a model: a hostile or corrupt file is refused in milliseconds (the decoders check it all again)."""
+    from .bitstream import parse, read_bitstream
+    from .codec import check_headers
+
+    data = read_bitstream(path)
+    bs = parse(data)
+    check_headers(bs)
+    return data, bs
+
+
 def cmd_compress(a: argparse.Namespace) -> None:
     from .image import load_image
     from .pipeline import compress
@@ -104,38 +141,39 @@ def cmd_compress(a: argparse.Namespace) -> None:
     from .bitstream import parse
 
     bs = parse(data)
-    print(
+    _report(
+        a,
         f"{a.output}: {len(data)} bytes, {bs.bpp:.4f} bpp, {bs.width}x{bs.height}, scale {bs.scale:.3f}, "
-        f"quality {bs.quality:.3f}, {bs.codec}, {dt * 1000:.0f} ms"
+        f"quality {bs.quality:.3f}, {bs.codec}, {dt * 1000:.0f} ms",
     )
 
 
 def cmd_decompress(a: argparse.Namespace) -> None:
-    from PIL import Image
-
-    from .pipeline import decompress, read_bitstream
-
     if Path(a.input).is_dir():
         return _folder(a, "decompress")
     out = Path(a.output)
-    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg"):
-        raise UserError(f"unknown output image type {out.suffix!r}; use .png")
     _check_output(out, a.overwrite)
-    data = read_bitstream(a.input)
+    suffix = ".png" if a.output == STDOUT else out.suffix.lower()
+    if suffix not in (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg"):
+        raise UserError(f"unknown output image type {out.suffix!r}; use .png")
+    data, _ = _read_checked(a.input)
+    from PIL import Image  # torch, the model and Pillow only once the file passed every cheap check
+
+    from .pipeline import decompress
+
     t = time.perf_counter()
     img = decompress(data, size=a.size, model=a.model)
     dt = time.perf_counter() - t
     import io
 
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format=Image.registered_extensions()[out.suffix.lower()])
+    Image.fromarray(img).save(buf, format=Image.registered_extensions()[suffix])
     _write(out, buf.getvalue(), a.overwrite)
-    print(f"{a.output}: {img.shape[1]}x{img.shape[0]}, {dt * 1000:.0f} ms")
+    _report(a, f"{a.output}: {img.shape[1]}x{img.shape[0]}, {dt * 1000:.0f} ms")
 
 
 def cmd_info(a: argparse.Namespace) -> None:
-    from .bitstream import parse
-    from .pipeline import read_bitstream
+    from .bitstream import parse, read_bitstream
 
     data = read_bitstream(a.input)
     info = parse(data).info()
@@ -173,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compress", help="image -> .assr file")
     c.add_argument("input", help="image file (PNG, JPEG, BMP, ...), or a folder: every image in its tree")
-    c.add_argument("-o", "--output", required=True, help="output .assr file (for a folder: the output folder)")
+    c.add_argument("-o", "--output", required=True, help="output .assr file ('-': stdout), or the output folder")
     c.add_argument("--bpp", type=float, help="target bits per pixel (rate control picks scale and quality)")
     c.add_argument("--scale", type=float, help="downsampling factor s in [1, 8]")
     c.add_argument("--quality", type=float, help="base-codec quality q in [0, 1]")
@@ -194,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decompress", help=".assr file -> image")
     d.add_argument("input", help=".assr file, or a folder: every .assr file in its tree")
-    d.add_argument("-o", "--output", required=True, help="output image (.png) (for a folder: the output folder)")
+    d.add_argument("-o", "--output", required=True, help="output image (.png; '-': stdout), or the output folder")
     d.add_argument("--size", type=_size, help="output size WIDTHxHEIGHT (default: the original size)")
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.add_argument("--overwrite", action="store_true", help="replace the output image if it exists (still atomic)")

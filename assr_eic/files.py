@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import tempfile
 import unicodedata
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ __all__ = [
     "is_inside",
     "read_limited",
     "sanitize_name",
+    "special_kind",
     "split_prefix",
     "unique_path",
     "write_new",
@@ -132,7 +134,7 @@ def confined_path(
     rel = name.replace("\\", "/")
     if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or os.path.isabs(name):
         raise FileError(f"{name!r} is an absolute path; only files inside {label} can be loaded")
-    escaped = False
+    escaped, special = False, None
     for root in roots:
         real_root = root.resolve()
         real = (root / rel).resolve()  # follows every symlink on the way, and '..'
@@ -141,6 +143,10 @@ def confined_path(
             continue
         if real.is_file():
             return real
+        if special is None and os.path.lexists(real):  # a folder, FIFO, device or socket: named, never opened
+            special = special_kind(os.stat(real).st_mode)
+    if special is not None:
+        raise FileError(f"{name!r} is not a file in {label}: it is {special}; only regular files can be loaded")
     if escaped:
         raise FileError(
             f"{name!r} resolves to a place outside {label}; only files inside it can be loaded "
@@ -149,23 +155,63 @@ def confined_path(
     raise FileError(f"{name!r} is not a file in {label} (was it moved or deleted?)")
 
 
+_SPECIAL = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_kind(mode: int) -> str | None:
+    """What a ``st_mode`` is when it is not a regular file ("a folder", "a FIFO (named pipe)", ...), else None."""
+    for test, kind in _SPECIAL:
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _virtual_kind(path: Path) -> str:
+    real = str(path.resolve())
+    for root in ("/proc", "/sys"):
+        if real == root or real.startswith(root + "/"):
+            return f"a {root} file (the kernel makes its content up as it is read)"
+    return "a file whose content is longer than its stated size (a virtual file)"
+
+
 def read_limited(path: str | os.PathLike, limit: int, what: str = "this kind of file") -> bytes:
-    """Read a whole file, refusing one larger than ``limit`` bytes before reading it (checked on the
-    open file, so a swap after the check cannot slip a larger file in)."""
+    """Read a whole regular file, refusing one larger than ``limit`` bytes before reading it.
+
+    Bounded before the first read: the path is stat'ed first and anything but a regular file (folder,
+    FIFO, device, socket) is refused, never opened for reading; the open file is checked again (a swap
+    after the check cannot slip another file in) and at most its stated size plus one byte is read, so a
+    /proc file that states 0 bytes is refused after one byte."""
+    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise FileError(f"{path} is {size} bytes, too large to be {what} (at most {limit})")
-            data = f.read(limit + 1)
+        kind = special_kind(os.stat(path).st_mode)
+        if kind is not None:
+            raise FileError(f"{path} is {kind}, not a regular file; refusing to read it")
+        # O_NONBLOCK: if a FIFO took the file's place after the stat, opening it must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            kind = special_kind(st.st_mode)
+            if kind is not None:
+                raise FileError(f"{path} is {kind}, not a regular file; refusing to read it")
+            if st.st_size > limit:
+                raise FileError(f"{path} is {st.st_size} bytes, too large to be {what} (at most {limit})")
+            data = f.read(st.st_size + 1)
     except FileNotFoundError:
         raise FileError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise FileError(f"{path} is a folder, not a file") from None
+    except NotADirectoryError:
+        raise FileError(f"file not found: {path} (a part of the path is not a folder)") from None
     except OSError as e:
         raise FileError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(data) > limit:
-        raise FileError(f"{path} grew past {limit} bytes while it was read")
+    if len(data) > st.st_size:
+        if st.st_size == 0 or len(data) > limit:
+            raise FileError(f"{path} is {_virtual_kind(path)}, not a regular file; refusing to read it")
+        raise FileError(f"{path} grew while it was read; refusing a file that changes under us")
     return data
 
 
@@ -238,10 +284,23 @@ def _checked_folder(folder: Path) -> None:
         raise FileError(f"output folder does not exist: {folder}")
 
 
+def _check_replaceable(path: Path) -> None:
+    """Only a regular file (or a symlink, which is replaced itself) may be overwritten: replacing a device,
+    FIFO, socket or folder would turn, say, /dev/null into a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    kind = None if stat.S_ISLNK(mode) else special_kind(mode)
+    if kind is not None:
+        raise FileError(f"{path} is {kind}, not a regular file; refusing to replace it")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
     """Write ``data`` as file ``path`` atomically: temporary file in the same folder, flush, fsync, then
     the final name. An existing file is refused (``FileError``) unless ``overwrite``, and is then
-    replaced in one step. On any failure nothing is left: no partial file and no temporary file."""
+    replaced in one step, but only if it is a regular file (never a device, FIFO, socket or folder).
+    On any failure nothing is left: no partial file and no temporary file."""
     path = Path(path)
     sanitize_name(path.name)
     folder = path.parent
@@ -252,6 +311,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
     try:
         tmp = _temp_with(folder, path.name, data)
         if overwrite:
+            _check_replaceable(path)  # as late as it can be: just before the rename
             os.replace(tmp, path)
         else:
             _link_new(tmp, path)

@@ -9,6 +9,7 @@ MAX_SIDE = 32768  # pixels per image side the format holds (the header's H and W
 MAX_PIXELS = 1 << 28  # pixels per image the format holds (268 Mpx: 16384 x 16384)
 MAX_OUTPUT_PIXELS = 1 << 28  # decoding to a larger size is refused before anything is allocated
 MAX_FILE_BYTES = 1 << 30  # larger files are refused before reading (no real .assr file comes near this)
+MAX_LOWRES_PIXELS = 1 << 22  # the learned codec's low-res images (2048 x 2048): bounds g_a / g_s and rANS time
 MAX_PROMPT_BYTES = 4096  # UTF-8 bytes of the prompt a file carries
 NODE_MAX_SIDE = 16384  # the nodes' largest output side (ASSR Decode's width and height; nodes/diffusion.py
 # still has its own MAX_SIDE = 16384, left to issue 17's branch)

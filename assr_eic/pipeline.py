@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .bitstream import (
     Bitstream,
-    BitstreamError,
+    BitstreamError,  # noqa: F401  (public here too)
     ModelMismatchError,
     parse,
     quantize_quality,
     quantize_scale,
+    read_bitstream,  # noqa: F401  (public here too)
 )
 from .codec.base import LowresCode
 from .encoder import Encoded, downsample, encode_at, reconstruct  # noqa: F401  (public here too)
@@ -29,7 +29,7 @@ from .image import (  # noqa: F401  (ImageError, check_image_size, composite_ove
     to_tensor,
     to_uint8,
 )
-from .limits import MAX_FILE_BYTES, MAX_OUTPUT_PIXELS
+from .limits import MAX_OUTPUT_PIXELS
 from .model import ASSRModel, load_model
 from .rescale import DOWNSAMPLE_TILE  # noqa: F401  (public here too)
 
@@ -133,16 +133,3 @@ def decompress(
                 tile_out = sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1), residual=bs.decoder_weight)
                 out[y0:y1, x0:x1] = to_uint8(tile_out)
     return out
-
-
-def read_bitstream(path: str | os.PathLike) -> bytes:
-    """Read a file's bytes, refusing anything too large to be an ``.assr`` file before reading it."""
-    from .files import FileError, read_limited
-
-    p = Path(path)
-    if not p.is_file():
-        raise BitstreamError(f"file not found: {p}")
-    try:
-        return read_limited(p, MAX_FILE_BYTES, "an .assr file")
-    except FileError as e:
-        raise BitstreamError(str(e)) from None

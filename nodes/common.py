@@ -23,7 +23,7 @@ from assr_eic import files
 from assr_eic.bitstream import Bitstream, BitstreamError, parse
 from assr_eic.image import composite_over_white
 from assr_eic.limits import MAX_FILE_BYTES
-from assr_eic.model import ASSRModel
+from assr_eic.model import DEFAULT_MODEL_PATH, ASSRModel
 
 CATEGORY = "image/compression/assr"
 FOLDER = "assr_eic"
@@ -180,6 +180,7 @@ class Progress:
 # pointed at ComfyUI's folders and their errors become the plain ValueError sentences nodes raise.
 
 INPUT_LABEL = "ComfyUI's input folder"
+OUTPUT_LABEL = "ComfyUI's output folder"
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"  # shipped, read-only (scripts/make_samples.py)
 SAMPLE_TAG = " [sample]"  # input-folder names end in .assr, so a tagged name never means an input file
 
@@ -232,21 +233,54 @@ def model_handle(value, input_name: str = "model") -> ModelHandle:
     return value
 
 
+def relative_message(e: Exception, roots: dict[str, str | os.PathLike]) -> str:
+    """``e``'s sentence with the server's absolute folders taken out: a path under a root is shown
+    relative to it and the root itself by its label, so errors sent to API clients name no server path."""
+    text = str(e)
+    for label, root in roots.items():
+        for r in sorted({str(Path(root)), str(Path(root).resolve())}, key=len, reverse=True):
+            text = text.replace(r + os.sep, "").replace(r, label)
+    return text
+
+
+def model_roots(folder: str = FOLDER) -> dict[str, str | os.PathLike]:
+    """Labels of the model folders of ``folder`` (extra_model_paths.yaml ones included) and the pack's weights."""
+    roots: dict[str, str | os.PathLike] = {}
+    for i, root in enumerate(folder_paths.get_folder_paths(folder)):
+        roots[f"models/{folder}" + (f" (folder {i + 1})" if i else "")] = root
+    roots["the pack's weights folder"] = Path(DEFAULT_MODEL_PATH).parent
+    return roots
+
+
+def _input_roots() -> dict[str, str | os.PathLike]:
+    return {INPUT_LABEL: folder_paths.get_input_directory(), "the pack's samples folder": SAMPLES_DIR}
+
+
 def read_input_bitstream(name: str) -> BitstreamItem:
     path = input_bitstream_path(name)
     try:
         data = files.read_limited(path, MAX_FILE_BYTES, "an .assr file")
     except files.FileError as e:
-        raise ValueError(f"file {name!r}: {e}") from None
+        raise ValueError(f"file {name!r}: {relative_message(e, _input_roots())}") from None
     return BitstreamItem.from_bytes(data, f"file {name!r}")
 
 
 def file_digest(name: str) -> str:
     """Content hash of an input file (ComfyUI re-runs the loader when it changes); any problem is
-    reported by the node itself when it runs."""
+    reported by the node itself when it runs. The size is checked before a byte is read, and the file
+    is hashed in chunks: a huge or special file costs no memory here."""
     try:
-        with open(input_bitstream_path(name), "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        path = input_bitstream_path(name)
+        st = os.stat(path)
+        if files.special_kind(st.st_mode) is not None or st.st_size > MAX_FILE_BYTES:
+            return f"unreadable:{name}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}"
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                if f.tell() > MAX_FILE_BYTES:  # grew past the limit while hashed
+                    return f"unreadable:{name}:grew"
+        return h.hexdigest()
     except (ValueError, OSError):
         return f"unreadable:{name}"
 
@@ -281,7 +315,7 @@ def save_bitstreams(items: list[BitstreamItem], filename_prefix: str) -> list[di
         try:
             path = files.write_new(folder, stem, EXTENSION, item.data)
         except files.FileError as e:
-            raise ValueError(f"ASSR Save Bitstream: {e}") from None
+            raise ValueError(f"ASSR Save Bitstream: {relative_message(e, {OUTPUT_LABEL: root})}") from None
         results.append({"filename": path.name, "subfolder": "/".join(parts), "type": "output"})
     return results
 

@@ -22,7 +22,9 @@ from .common import (
     items_of,
     list_input_bitstreams,
     model_path,
+    model_roots,
     read_input_bitstream,
+    relative_message,
     save_bitstreams,
 )
 
@@ -57,7 +59,8 @@ class LoadASSRModel(io.ComfyNode):
             # after ComfyUI drops its ModelPatcher makes it garbage-collect before every prompt
             model = ASSRModel.load(path or DEFAULT_MODEL_PATH)
         except ModelFileError as e:
-            raise ValueError(f"cannot load the ASSR model {model_name!r}: {e}") from None
+            text = relative_message(e, model_roots())
+            raise ValueError(f"cannot load the ASSR model {model_name!r}: {text}") from None
         handle = ModelHandle.wrap(model, model_name)
         return io.NodeOutput(handle, ui=ui.PreviewText(f"model {model.fingerprint.hex()}"))
 

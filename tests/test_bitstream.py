@@ -220,3 +220,213 @@ class TestText:
         ):
             with pytest.raises(BitstreamError, match=message):
                 from_text(text)
+
+
+def _fields_end(data: bytes) -> int:
+    """Offset just past the quality code of a packed single-stream file without a prompt."""
+    pos = 6
+    for _ in range(3):  # H, W, scale field
+        while data[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return pos + 1
+
+
+def _with_prompt_field(field: bytes) -> bytes:
+    """make()'s file with the prompt bit set and ``field`` (length word + bytes) as its prompt."""
+    body = bytearray(pack(make())[:-4])
+    body[2] |= 0b100
+    at = _fields_end(body)
+    return with_crc(bytes(body[:at]) + field + bytes(body[at:]))
+
+
+def _full_payload(h: int, w: int, frame: bytes = b"\x10" * 30) -> bytes:
+    from assr_eic.codec.obu import sequence_header
+
+    header = sequence_header(h, w, 0, 0, 8)
+    return b"\x0a" + varint(len(header)) + header + b"\x32" + varint(len(frame)) + frame
+
+
+class TestOneByteString:
+    """A file has one byte string: every other encoding of the same fields is refused."""
+
+    def test_the_writer_writes_minimal_varints_and_the_reader_reads_them(self):
+        from assr_eic.bitstream import Reader
+
+        for n in [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**28, 2**35 - 1]:
+            v = varint(n)
+            assert len(v) == max(1, -(-n.bit_length() // 7))
+            assert n == 0 or v[-1] != 0
+            assert Reader(v, len(v)).varint("n", n) == n
+
+    @pytest.mark.parametrize("n", [0, 1, 5, 127, 128, 300, 16383])
+    def test_a_padded_varint_is_refused(self, n):
+        from assr_eic.bitstream import Reader
+
+        v = bytearray(varint(n))
+        v[-1] |= 0x80
+        padded = bytes(v) + b"\x00"  # the same value in one byte more
+        with pytest.raises(BitstreamError, match="longer than it needs"):
+            Reader(padded, len(padded)).varint("n", 1 << 30)
+        assert Reader(padded, len(padded)).varint("n", 1 << 30, minimal=False) == n  # AV1 OBU sizes allow it
+
+    @pytest.mark.parametrize("field", [0, 1, 2])  # height, width, scale field
+    def test_a_padded_header_field_is_refused(self, field):
+        data = pack(make())
+        pos = 6
+        for _ in range(field):
+            while data[pos] & 0x80:
+                pos += 1
+            pos += 1
+        end = pos
+        while data[end] & 0x80:
+            end += 1
+        padded = bytearray(data[pos : end + 1])
+        padded[-1] |= 0x80
+        bad = data[:pos] + bytes(padded) + b"\x00" + data[end + 1 : -4]
+        with pytest.raises(BitstreamError, match="longer than it needs"):
+            parse(with_crc(bad))
+        assert parse(data) == make()  # the minimal form of the same file parses
+
+    def test_a_padded_stream_length_is_refused(self):
+        data = pack(make(codec="learned", streams=(b"z" * 8, b"y" * 16)))
+        at = _fields_end(data)
+        assert data[at] == 8
+        with pytest.raises(BitstreamError, match="longer than it needs"):
+            parse(with_crc(data[:at] + b"\x88\x00" + data[at + 1 : -4]))
+
+    def test_bytes_after_the_compressed_prompt_are_refused(self):
+        text = ("a red barn in snow " * 8).encode()
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        deflated = comp.compress(text) + comp.flush()
+        assert parse(_with_prompt_field(varint(len(deflated) << 1 | 1) + deflated)).prompt == text.decode()
+        for junk in (b"\x00", b"junk", deflated):
+            field = deflated + junk
+            with pytest.raises(BitstreamError, match="follow the prompt's compressed data"):
+                parse(_with_prompt_field(varint(len(field) << 1 | 1) + field))
+
+    def test_a_deflate_stream_cut_short_is_refused(self):
+        text = ("a red barn in snow " * 8).encode()
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        deflated = comp.compress(text) + comp.flush()
+        cut = deflated[:-2]
+        with pytest.raises(BitstreamError, match="prompt"):
+            parse(_with_prompt_field(varint(len(cut) << 1 | 1) + cut))
+
+    def test_a_prompt_deflated_for_nothing_is_refused(self):
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        deflated = comp.compress(b"ab") + comp.flush()  # longer than the 2 bytes it holds: the writer stores "ab"
+        assert len(deflated) >= 2
+        with pytest.raises(BitstreamError, match="not shorter"):
+            parse(_with_prompt_field(varint(len(deflated) << 1 | 1) + deflated))
+        assert parse(_with_prompt_field(varint(2 << 1) + b"ab")).prompt == "ab"
+
+    def test_an_empty_prompt_under_the_prompt_bit_is_refused(self):
+        with pytest.raises(BitstreamError, match="prompt is empty"):
+            parse(_with_prompt_field(varint(0)))
+
+    def test_version_1_cannot_hold_a_compact_av1_payload(self):
+        compact = make(streams=(b"\x88" + b"\x10" * 30,))  # top bit set: the compact form of codec/obu.py
+        assert parse(pack(compact)) == compact  # version 4 holds it
+        for version in (2, 3):
+            assert parse(pack(compact, version=version)).streams == compact.streams
+        v2 = bytearray(pack(compact, version=2)[:-4])
+        v2[2] = (1 << 5) | (v2[2] & 0x1F)
+        with pytest.raises(BitstreamError, match="version 1 file cannot hold a compact AV1 payload"):
+            parse(with_crc(bytes(v2)))
+        learned = bytearray(pack(make(codec="learned", streams=(b"\x88" * 8, b"\x99" * 8)), version=2)[:-4])
+        learned[2] = (1 << 5) | (learned[2] & 0x1F)
+        assert parse(with_crc(bytes(learned))).streams == (b"\x88" * 8, b"\x99" * 8)  # av1's rule only
+
+    def test_a_full_payload_that_has_a_compact_form_is_refused_from_version_2(self):
+        from assr_eic.codec.obu import compact, padded_size
+
+        bs = make()
+        ph, pw = padded_size(*bs.lowres_size)
+        full = _full_payload(ph, pw)
+        assert compact(full, ph, pw) != full
+        for version in (2, 3, 4):
+            with pytest.raises(BitstreamError, match="full form where this format version stores the compact"):
+                parse(pack(make(streams=(full,)), version=version))
+        assert parse(pack(make(streams=(compact(full, ph, pw),)))).streams[0][0] & 0x80
+        v2 = bytearray(pack(make(streams=(b"x",)), version=2)[:-4])
+        v1 = bytes(v2[:-1]) + full
+        v1 = bytes([*v1[:2], (1 << 5) | (v1[2] & 0x1F), *v1[3:]])
+        assert parse(with_crc(v1)).streams == (full,)  # version 1 holds only the full form
+        other = _full_payload(ph + 2, pw)  # another size: no compact form under this header, stays full
+        assert parse(pack(make(streams=(other,)))).streams == (other,)
+
+
+class TestCodecHeaders:
+    """codec.check_headers: the payload's own headers against the file header, before any decoding."""
+
+    def test_an_av1_sequence_header_of_another_size_is_refused(self):
+        from assr_eic.codec import check_headers
+        from assr_eic.codec.obu import padded_size
+
+        bs = make()
+        ph, pw = padded_size(*bs.lowres_size)
+        check_headers(make(streams=(b"\x80" + b"\x10" * 9,)))  # compact: its header is rebuilt from the size
+        check_headers(make(streams=(_full_payload(ph, pw),)))
+        with pytest.raises(BitstreamError, match=f"decodes to {pw}x{ph - 2}, expected {pw}x{ph}"):
+            check_headers(make(streams=(_full_payload(ph - 2, pw),)))
+        with pytest.raises(BitstreamError, match=f"does not decode: its sequence header declares a {pw}x{ph + 64}"):
+            check_headers(make(streams=(_full_payload(ph + 64, pw),)))
+        with pytest.raises(BitstreamError, match="does not decode: its sequence header declares a 16384x16384"):
+            check_headers(make(streams=(_full_payload(16384, 16384),)))
+        for bad in (b"\x32\x00", b"\x12\x00" + _full_payload(ph, pw), b"\x0a\x05\x00"):
+            with pytest.raises(BitstreamError, match="AV1 payload"):
+                check_headers(make(streams=(bad,)))
+
+    def test_a_sequence_header_with_timing_and_operating_points_is_read(self):
+        from assr_eic.codec.obu import _Bits, sequence_frame_size
+
+        b = _Bits()
+        b.put(0, 3)
+        b.put(0, 1)  # still_picture
+        b.put(0, 1)  # reduced_still_picture_header
+        b.put(1, 1)  # timing_info_present
+        b.put(1001, 32)
+        b.put(60000, 32)
+        b.put(1, 1)  # equal_picture_interval
+        b.put(0b00101, 5)  # uvlc: 2 leading zeros, value 1 -> 4
+        b.put(1, 1)  # decoder_model_info_present
+        b.put(9, 5)  # buffer_delay_length_minus_1: 10-bit delays
+        b.put(7, 32)
+        b.put(3, 5)
+        b.put(4, 5)
+        b.put(1, 1)  # initial_display_delay_present
+        b.put(1, 5)  # two operating points
+        for level in (9, 4):
+            b.put(0x101, 12)
+            b.put(level, 5)
+            if level > 7:
+                b.put(1, 1)
+            b.put(1, 1)  # decoder_model_present_for_this_op
+            b.put(100, 10)
+            b.put(200, 10)
+            b.put(0, 1)
+            b.put(1, 1)
+            b.put(5, 4)
+        b.put(10, 4)  # 11-bit width
+        b.put(9, 4)  # 10-bit height
+        b.put(1279, 11)
+        b.put(719, 10)
+        b.put(0, 20)
+        assert sequence_frame_size(b.bytes()) == (720, 1280)
+        with pytest.raises(ValueError):
+            sequence_frame_size(b.bytes()[:20])
+
+    def test_learned_streams_are_checked_before_decoding(self):
+        from assr_eic.codec import check_headers
+
+        check_headers(make(codec="learned", streams=(b"z" * 8, b"y" * 12)))
+        for streams in [(b"z" * 8, b"y" * 10), (b"z" * 4, b"y" * 12)]:
+            with pytest.raises(BitstreamError, match="whole number of 32-bit words"):
+                check_headers(make(codec="learned", streams=streams))
+        with pytest.raises(BitstreamError, match="2 streams, this one has 1"):
+            check_headers(make(codec="learned", streams=(b"z" * 8,)))
+        with pytest.raises(BitstreamError, match="1 stream, this one has 2"):
+            check_headers(make(codec="av1", streams=(b"\x80" * 8, b"y" * 8)))
+        with pytest.raises(BitstreamError, match="up to 4194304 pixels"):
+            check_headers(make(codec="learned", height=4096, width=4096, scale_code=0, streams=(b"z" * 8,) * 2))

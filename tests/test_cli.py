@@ -103,8 +103,10 @@ def files(tmp_path_factory, png, model_path) -> dict[str, str]:
         (["compress", "{png}", "-o", "{tmp}/x.assr"], "give --bpp"),
         (["compress", "{png}", "-o", "{tmp}/x.assr", "--scale", "9", "--quality", "0.5"], "scale must be in"),
         (["compress", "{png}", "-o", "{tmp}/x.assr", "--bpp", "0.00001"], "below what"),
-        (["compress", "{png}", "-o", "{tmp}/x.assr", "--scale", "2", "--quality", "0.5", "--effort", "fast"],
-         "needs --bpp"),  # fmt: skip
+        (
+            ["compress", "{png}", "-o", "{tmp}/x.assr", "--scale", "2", "--quality", "0.5", "--effort", "fast"],
+            "needs --bpp",
+        ),  # fmt: skip
         (["compress", "{tmp}/missing.png", "-o", "{tmp}/x.assr", "--bpp", "0.1"], "image not found"),
         (["compress", "{junk}", "-o", "{tmp}/x.assr", "--bpp", "0.1"], "cannot read"),
         (["compress", "{png}", "-o", "{tmp}/x.assr", "--bpp", "0.1", "--model", "{junk}"], "not a readable"),
@@ -210,3 +212,138 @@ def test_info_text_is_the_file_as_one_line():
     sample = Path(__file__).resolve().parents[1] / "samples" / "chelsea.assr"
     out = run("info", str(sample), "--text").stdout
     assert out.count("\n") == 1 and from_text(out) == sample.read_bytes()
+
+
+# --- hostile files: refused quietly, and from the headers before torch where the format allows -------
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, png, model_path) -> dict[str, str]:
+    """Valid-CRC hostile files of both codecs, written with the test model.
+
+    ``*-header``: refused from the file and codec headers; ``*-payload``: headers fine, the payload
+    decoders (dav1d, the checked rANS decoder) refuse them."""
+    from assr_eic.bitstream import pack, parse, varint
+
+    d = tmp_path_factory.mktemp("hostile")
+    seeds = {}
+    for codec in ("av1", "learned"):
+        p = d / f"{codec}.assr"
+        run("compress", str(png), "-o", str(p), "--codec", codec, "--scale", "4", "--quality", "0.3",
+            "--model", model_path)  # fmt: skip
+        seeds[codec] = parse(p.read_bytes())
+    av1, learned = seeds["av1"], seeds["learned"]
+    from assr_eic.codec.obu import padded_size, sequence_header
+
+    ph, pw = padded_size(*av1.lowres_size)
+    header = sequence_header(16384, 16384, 0, 0, 8)  # a full payload declaring a 16384 x 16384 frame
+    big = b"\x0a" + varint(len(header)) + header + b"\x32" + varint(len(av1.streams[0])) + av1.streams[0][1:]
+    files = {
+        "av1-header": replace(av1, streams=(big,)),
+        "av1-payload": replace(av1, streams=(av1.streams[0][:4],)),
+        "learned-header": replace(learned, streams=(learned.streams[0], learned.streams[1][:-1])),
+        "learned-payload": replace(learned, streams=(learned.streams[0], b"\x00" * 8)),  # rANS state 0: runs dry
+    }
+    out = {}
+    for name, bs in files.items():
+        p = d / f"{name}.assr"
+        p.write_bytes(pack(bs))
+        out[name] = str(p)
+    assert (ph, pw) == (96, 128)
+    return out
+
+
+def replace(bs, **kw):
+    import dataclasses
+
+    return dataclasses.replace(bs, **kw)
+
+
+@pytest.mark.parametrize("name", ["av1-header", "av1-payload", "learned-header", "learned-payload"])
+def test_a_hostile_file_is_one_line_on_stderr_and_no_warning(tmp_path, hostile, model_path, name):
+    out = tmp_path / "y.png"
+    r = run("decompress", hostile[name], "-o", str(out), "--model", model_path, ok=False)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("assr-eic decompress: error: invalid file"), r.stderr
+    assert "Warning" not in r.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["av1-header", "learned-header"])
+def test_header_refusals_never_import_torch(hostile, model_path, name):
+    code = (
+        "import sys; from assr_eic.cli import main; "
+        f"rc = main(['decompress', {hostile[name]!r}, '-o', '/nonexistent-dir-assr/y.png', "
+        f"'--model', {model_path!r}]); "
+        "print(rc, 'torch' in sys.modules, 'PIL' in sys.modules)"
+    )
+    # the output folder is checked first: point it at one that exists
+    code = code.replace("/nonexistent-dir-assr", str(Path(hostile[name]).parent))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "False", "False"], (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and "invalid file" in r.stderr
+
+
+# --- files: special inputs and outputs, and '-' as standard output -------------------------------------
+
+
+def test_special_inputs_are_named_and_never_read(tmp_path):
+    fifo = tmp_path / "pipe.assr"
+    os.mkfifo(fifo)
+    cases = [
+        (str(fifo), "is a FIFO (named pipe), not a regular file"),  # reading it would wait for a writer
+        (str(tmp_path), "is a folder, not a regular file"),  # decompress: a folder run, with nothing to do
+        ("/dev/zero", "is a character device, not a regular file"),
+        ("/proc/self/pagemap", "is a /proc file"),
+    ]
+    for path, message in cases:
+        for cmd in (["info", path], ["decompress", path, "-o", str(tmp_path / "y.png")]):
+            r = subprocess.run([*CLI, *cmd], capture_output=True, text=True, timeout=60)
+            if cmd[0] == "decompress" and path == str(tmp_path):
+                message = "is a folder with no .assr files in its tree: nothing to decompress"
+            assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.assr"]
+
+
+def test_overwrite_never_replaces_a_special_file(tmp_path, files, model_path, png):
+    fifo = tmp_path / "out.png"
+    os.mkfifo(fifo)
+    folder = tmp_path / "dir.png"
+    folder.mkdir()
+    for target, kind in (("/dev/null", "a character device"), (str(fifo), "a FIFO"), (str(folder), "a folder")):
+        r = run("decompress", files["good"], "-o", target, "--model", model_path, "--overwrite", ok=False)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"{target} is {kind}" in r.stderr and "refusing to replace it" in r.stderr
+    target = tmp_path / "null.assr"
+    r = run("compress", str(png), "-o", "/dev/null", "--scale", "4", "--quality", "0.2", "--model", model_path,
+            "--overwrite", ok=False)  # fmt: skip
+    assert r.returncode == 2 and "/dev/null is a character device" in r.stderr
+    import stat
+
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)  # still the device
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and folder.is_dir() and not target.exists()
+
+
+def test_dash_writes_to_standard_output(tmp_path, files, png, model_path):
+    args = ["compress", str(png), "--scale", "4", "--quality", "0.2", "--model", model_path]
+    r = subprocess.run([*CLI, *args, "-o", "-"], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == Path(files["good"]).read_bytes()  # the file's bytes and nothing else
+    assert b"bpp" in r.stderr and not (Path.cwd() / "-").exists()
+    r = subprocess.run([*CLI, "decompress", files["good"], "-o", "-", "--model", model_path],
+                       capture_output=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "y.png").write_bytes(r.stdout)
+    ref = tmp_path / "ref.png"
+    run("decompress", files["good"], "-o", str(ref), "--model", model_path)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "y.png")), np.asarray(Image.open(ref)))
+
+
+def test_dash_is_refused_when_standard_output_is_a_terminal(files, model_path):
+    main, sub = os.openpty()
+    try:
+        r = subprocess.run([*CLI, "decompress", files["good"], "-o", "-", "--model", model_path],
+                           stdout=sub, stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(sub)
+        os.close(main)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "refusing to write binary data to a terminal" in r.stderr

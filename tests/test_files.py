@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import resource
 import stat
 import subprocess
@@ -311,3 +312,51 @@ class TestFileSizeLimit:
         out = child([], [], tmp_path, mode, 10_000, preexec_fn=_limit_file_size)
         assert "larger than this file system or the process's file-size limit allows" in out["error"]
         assert out["listing"] == ["old.bin"] and out["old"] == "old"
+
+
+class TestSpecialFiles:
+    """Reads are bounded before they start; special files are named, never read, never replaced."""
+
+    def test_special_inputs_are_named_and_never_read(self, tmp_path):
+        fifo = tmp_path / "pipe.assr"
+        os.mkfifo(fifo)  # opening it for reading would wait for a writer: the test would hang
+        for path, kind in [(fifo, "a FIFO (named pipe)"), (tmp_path, "a folder"), ("/dev/zero", "a character device")]:
+            with pytest.raises(FileError, match=re.escape(f"is {kind}, not a regular file; refusing to read it")):
+                read_limited(path, 1 << 20)
+
+    @pytest.mark.parametrize("path", ["/proc/self/pagemap", "/proc/self/status", "/proc/self/mem"])
+    def test_proc_files_are_refused_at_once(self, path):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(FileError, match="refusing to read it|cannot read"):
+            read_limited(path, 1 << 30)
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 16 << 10  # KiB: nothing read
+        with pytest.raises(FileError, match="/proc file"):
+            read_limited("/proc/self/status", 1 << 30)
+
+    def test_empty_and_exact_files(self, tmp_path):
+        (tmp_path / "e").write_bytes(b"")
+        (tmp_path / "x").write_bytes(b"12345")
+        assert read_limited(tmp_path / "e", 10) == b"" and read_limited(tmp_path / "x", 5) == b"12345"
+
+    def test_a_special_folder_entry_is_named_by_confined_path(self, tmp_path):
+        os.mkfifo(tmp_path / "pipe.assr")
+        with pytest.raises(FileError, match="'pipe.assr' is not a file in the folder: it is a FIFO"):
+            confined_path(tmp_path, "pipe.assr", "the folder")
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "pipe.assr").write_bytes(b"real")  # a later root's regular file wins
+        assert confined_path([tmp_path, other], "pipe.assr").read_bytes() == b"real"
+
+    def test_overwrite_never_replaces_a_special_file(self, tmp_path):
+        fifo = tmp_path / "out.bin"
+        os.mkfifo(fifo)
+        (tmp_path / "dir.bin").mkdir()
+        for path, kind in [(fifo, "a FIFO"), (tmp_path / "dir.bin", "a folder"), (Path("/dev/null"), "a character")]:
+            with pytest.raises(FileError, match=f"is {kind}.*refusing to replace it"):
+                atomic_write_bytes(path, b"data", overwrite=True)
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and (tmp_path / "dir.bin").is_dir()
+        assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+        assert leftovers(tmp_path) == [] and not [p for p in os.listdir("/dev") if p.startswith(".null.")]
+        atomic_write_bytes(tmp_path / "plain.bin", b"old")
+        atomic_write_bytes(tmp_path / "plain.bin", b"new", overwrite=True)  # a regular file still is replaced
+        assert (tmp_path / "plain.bin").read_bytes() == b"new"

@@ -33,8 +33,9 @@ from ..bitstream import BitstreamError
 from ..image import to_uint8
 from . import obu
 from .base import LowresCode, Speed
+from .obu import MIN_SIDE  # noqa: F401  (public here too)
+from .obu import padded_size as _padded_size
 
-MIN_SIDE = 64  # part of the format: frames are padded to at least 64 px a side (and even sides), cropped back
 _TEMPORAL_DELIMITER = b"\x12\x00"
 # libaom cpu-used per speed. draft (rate-control probes): about 45x faster than final, similar bytes at a
 # quantizer (+-12%). quick: 0.68x the time of final for 1.8% more bytes at equal PSNR (BD-rate on 768x512
@@ -148,13 +149,6 @@ def _yuv420_to_rgb(yuv: np.ndarray, h: int, w: int) -> torch.Tensor:
     return (torch.stack([r, g, b])[None] / 255.0).clamp_(0, 1)
 
 
-def _padded_size(h: int, w: int) -> tuple[int, int]:
-    def one(n: int) -> int:
-        return max(MIN_SIDE, n + (n & 1))
-
-    return one(h), one(w)
-
-
 class AV1Codec:
     """Raw AV1 base codec. Stateless: no weights."""
 
@@ -198,6 +192,7 @@ class AV1Codec:
             raise BitstreamError(f"invalid file: an av1 payload has 1 stream, this one has {len(streams)}")
         h, w = size
         ph, pw = _padded_size(h, w)
+        obu.check_frame_size(streams[0], ph, pw)
         ctx = av.CodecContext.create("libdav1d", "r")
         # dav1d refuses (before allocating) a frame larger than the header says: a crafted sequence
         # header cannot make it allocate a 65536 x 65536 frame for a 64 x 64 file

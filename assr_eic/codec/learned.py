@@ -23,17 +23,24 @@ the decoder to pick the same CDF for every symbol. Two things guarantee it here:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
-from compressai.models import CompressionModel
-from compressai.models.utils import conv, deconv
 from torch import nn
+
+with warnings.catch_warnings():
+    # importing compressai imports torch_geometric, whose torch.jit.script calls warn on every start
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import GDN
+    from compressai.models import CompressionModel
+    from compressai.models.utils import conv, deconv
 
 from ..bitstream import BitstreamError
 from ..configurable import register_to_config
+from ..limits import MAX_LOWRES_PIXELS
 from ..rescale import pad_to_multiple
+from . import check_lowres_size
 from .base import LowresCode, Speed
 from .rans import CheckedEntropyCoder
 
@@ -42,17 +49,6 @@ _FA, _FW = 8, 12  # fractional bits of activations and weights in the exact h_s
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 PARAM_FRAC_BITS = 6  # entropy parameters are multiples of 2**-6: 256 * 1e-5 = 2.6e-3 < 2**-7, half a step
 MEANS_MAX = 256.0
-MAX_LOWRES_PIXELS = 1 << 22  # 2048 x 2048: bounds g_a / g_s memory and the (pure Python) rANS decoding time
-
-
-def check_lowres_size(size: tuple[int, int], exc: type[Exception] = ValueError) -> None:
-    """The learned codec codes low-res images up to :data:`MAX_LOWRES_PIXELS` (refused before any work)."""
-    h, w = size
-    if h * w > MAX_LOWRES_PIXELS:
-        raise exc(
-            f"the learned codec codes low-res images up to {MAX_LOWRES_PIXELS} pixels (2048x2048); this one is "
-            f"{w}x{h}: use a larger scale or the av1 codec"
-        )
 
 
 def snap(v: torch.Tensor, frac_bits: int | None = None) -> torch.Tensor:

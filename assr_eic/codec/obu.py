@@ -10,11 +10,18 @@ fixed settings, so a payload whose header is exactly :func:`sequence_header` of 
 14 bytes fewer: about 6% of a 512x384 file at 0.01 bpp. The first byte tells the forms apart: a full
 payload starts with 0x0A (a sequence header OBU with a size field), a compact one has its top bit set.
 Any payload whose OBUs are not exactly [sequence header, frame] with the expected fields stays full.
+
+One byte string per file: from format version 2 on, a payload that has a compact form must be stored
+in it, and version 1 (before compact payloads) cannot hold one (:func:`check_form`, run by the
+parser). A full payload's sequence header must declare the frame size the file header implies
+(:func:`check_frame_size`, run before decoding); a compact one's is rebuilt from that size.
 """
 
 from __future__ import annotations
 
-from ..bitstream import BitstreamError, Reader, varint
+from ..wire import BitstreamError, Reader, varint
+
+MIN_SIDE = 64  # part of the format: frames are padded to at least 64 px a side (and even sides), cropped back
 
 _OBU_SEQUENCE_HEADER = 0x0A  # obu_type 1, obu_has_size_field 1
 _OBU_FRAME = 0x32  # obu_type 6, obu_has_size_field 1
@@ -22,6 +29,15 @@ _COMPACT = 0x80
 # color_config of 8-bit 4:2:0 full-range BT.601 as the AVIF writer signals it: BT.709 primaries, sRGB
 # transfer, BT.601 matrix (what the decoder does with colour is fixed in ``av1.py`` anyway)
 _COLOR_DESCRIPTION = (1, 13, 6)
+
+
+def padded_size(h: int, w: int) -> tuple[int, int]:
+    """The coded frame size of a (h, w) low-res image: even sides of at least :data:`MIN_SIDE`."""
+
+    def one(n: int) -> int:
+        return max(MIN_SIDE, n + (n & 1))
+
+    return one(h), one(w)
 
 
 def _split_obus(data: bytes) -> list[tuple[int, bytes]] | None:
@@ -32,7 +48,7 @@ def _split_obus(data: bytes) -> list[tuple[int, bytes]] | None:
             (head,) = r.take(1, "OBU header")
             if head & 0x87 != 0x02:  # forbidden bit 0, no extension, has_size_field 1, reserved 0
                 return None
-            out.append((head, r.take(r.varint("OBU size", len(data)), "OBU payload")))
+            out.append((head, r.take(r.varint("OBU size", len(data), minimal=False), "OBU payload")))
     except BitstreamError:
         return None
     return out
@@ -128,3 +144,84 @@ def expand(payload: bytes, height: int, width: int) -> bytes:
         bytes([_OBU_SEQUENCE_HEADER]) + varint(len(header)) + header
         + bytes([_OBU_FRAME]) + varint(len(frame)) + frame
     )  # fmt: skip
+
+
+def _uvlc(r: _Bits) -> int:
+    zeros = 0
+    while not r.get(1):
+        zeros += 1
+        if zeros >= 32:
+            return (1 << 32) - 1
+    return r.get(zeros) + (1 << zeros) - 1
+
+
+def sequence_frame_size(header: bytes) -> tuple[int, int]:
+    """(max_frame_height, max_frame_width) of any sequence header OBU payload (AV1 spec 5.5.1);
+    raises ValueError when the header ends first."""
+    r = _Bits(header)
+    r.get(4)  # seq_profile, still_picture
+    if r.get(1):  # reduced_still_picture_header
+        r.get(5)
+    else:
+        decoder_model = 0
+        if r.get(1):  # timing_info_present_flag
+            r.get(64)  # num_units_in_display_tick, time_scale
+            if r.get(1):  # equal_picture_interval
+                _uvlc(r)
+            decoder_model = r.get(1)
+            if decoder_model:
+                delay_bits = r.get(5) + 1
+                r.get(32 + 5 + 5)
+        initial_delay = r.get(1)
+        for _ in range(r.get(5) + 1):  # operating points
+            r.get(12)
+            if r.get(5) > 7:  # seq_level_idx, then seq_tier
+                r.get(1)
+            if decoder_model and r.get(1):
+                r.get(2 * delay_bits + 1)
+            if initial_delay and r.get(1):
+                r.get(4)
+    wb, hb = r.get(4) + 1, r.get(4) + 1
+    width = r.get(wb) + 1
+    return r.get(hb) + 1, width
+
+
+def check_form(payload: bytes, version: int, height: int, width: int) -> None:
+    """Refuse a payload in the other form than ``version`` prescribes for a (height, width) frame (the
+    padded low-res size): compact in version 1, full where a compact form exists from version 2 on."""
+    if payload[:1] and payload[0] & _COMPACT:
+        if version < 2:
+            raise BitstreamError("invalid file: a format version 1 file cannot hold a compact AV1 payload")
+    elif version >= 2 and compact(payload, height, width) != payload:
+        raise BitstreamError(
+            "invalid file: the AV1 payload is in its full form where this format version stores the compact one"
+        )
+
+
+def check_frame_size(payload: bytes, height: int, width: int) -> None:
+    """Refuse, before decoding, a full payload that does not start with a sequence header declaring the
+    (height, width) frame the file header implies (the padded low-res size). A compact payload passes:
+    its sequence header is rebuilt from that size."""
+    if payload[:1] and payload[0] & _COMPACT:
+        return
+    if not payload or payload[0] & 0xFB != _OBU_SEQUENCE_HEADER:  # the extension flag (0x04) may be set
+        raise BitstreamError("invalid file: the AV1 payload does not start with a sequence header")
+    r = Reader(payload, len(payload))
+    r.pos = 1
+    try:
+        if payload[0] & 0x04:
+            r.take(1, "OBU extension header")
+        header = r.take(r.varint("OBU size", len(payload), minimal=False), "the AV1 sequence header")
+        fh, fw = sequence_frame_size(header)
+    except ValueError as e:  # BitstreamError is one
+        raise BitstreamError(f"invalid file: the AV1 payload does not decode ({e})") from None
+    if (fh, fw) == (height, width):
+        return
+    if fh * fw > height * width:
+        raise BitstreamError(
+            f"invalid file: the AV1 payload does not decode: its sequence header declares a {fw}x{fh} frame, "
+            f"larger than the {width}x{height} of the file header"
+        )
+    raise BitstreamError(
+        f"invalid file: the AV1 payload decodes to {fw}x{fh}, expected {width}x{height} (its sequence header)"
+    )

@@ -151,3 +151,61 @@ class TestSavedNames:
         (sub / "x_00001_.assr").symlink_to(tmp_path / "victim.assr")  # a name taken by a dangling link
         (res,) = run(nodes, "ASSR_SaveBitstream", bitstream=items, filename_prefix="trap/x").ui["assr"]
         assert res["filename"] == "x_00002_.assr" and not (tmp_path / "victim.assr").exists()
+
+
+class TestHostileInputs:
+    """Special and oversized files in the input folder; errors that reach API clients name no server path."""
+
+    def test_a_fifo_is_named_and_never_opened(self, nodes, folders):
+        fifo = folders["input"] / "pipe.assr"
+        os.mkfifo(fifo)
+        try:
+            with pytest.raises(ValueError, match="'pipe.assr' is not a file in ComfyUI's input folder: it is a FIFO"):
+                run(nodes, "ASSR_LoadBitstream", bitstream="pipe.assr")
+            cls = nodes.NODE_CLASS_MAPPINGS["ASSR_LoadBitstream"]
+            assert cls.fingerprint_inputs(bitstream="pipe.assr").startswith("unreadable:pipe.assr")  # no wait
+        finally:
+            fifo.unlink()
+
+    def test_the_digest_checks_the_size_before_reading(self, nodes, folders):
+        import resource
+
+        from assr_eic.limits import MAX_FILE_BYTES
+
+        big = folders["input"] / "sparse.assr"
+        with open(big, "wb") as f:
+            f.truncate(3 << 30)  # 3 GiB, sparse: costs no disk
+        try:
+            cls = nodes.NODE_CLASS_MAPPINGS["ASSR_LoadBitstream"]
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            digest = cls.fingerprint_inputs(bitstream="sparse.assr")
+            assert digest.startswith("unreadable:sparse.assr") and str(3 << 30) in digest
+            assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 << 10  # KiB: nothing read
+            with pytest.raises(ValueError, match=f"too large to be an .assr file \\(at most {MAX_FILE_BYTES}\\)") as e:
+                run(nodes, "ASSR_LoadBitstream", bitstream="sparse.assr")
+            assert str(folders["input"]) not in str(e.value) and "'sparse.assr': sparse.assr is" in str(e.value)
+            small = folders["input"] / "small.assr"
+            small.write_bytes(b"abc")
+            import hashlib
+
+            assert cls.fingerprint_inputs(bitstream="small.assr") == hashlib.sha256(b"abc").hexdigest()
+            small.unlink()
+        finally:
+            big.unlink()
+
+    def test_save_errors_name_no_server_path(self, nodes, folders, items):
+        import sys
+
+        relative_message = sys.modules[nodes.NODE_CLASS_MAPPINGS["ASSR_LoadBitstream"].__module__].relative_message
+        root = folders["output"]
+        e = ValueError(f"cannot write {root / 'sub' / 'x_00001_.assr'}: permission denied; nothing was written")
+        text = relative_message(e, {"ComfyUI's output folder": root})
+        assert text == "cannot write sub/x_00001_.assr: permission denied; nothing was written"
+        e = ValueError(f"output folder does not exist: {root}")
+        assert relative_message(e, {"ComfyUI's output folder": root}).endswith("exist: ComfyUI's output folder")
+
+    def test_a_broken_model_file_names_no_server_path(self, nodes, models_dir):
+        (models_dir / "broken.safetensors").write_bytes(b"\x00" * 64)
+        with pytest.raises(ValueError, match="cannot load the ASSR model 'broken.safetensors'") as e:
+            run(nodes, "ASSR_LoadModel", model_name="broken.safetensors")
+        assert str(models_dir) not in str(e.value) and str(models_dir.resolve()) not in str(e.value)
