@@ -90,9 +90,10 @@ def check_decode_size(bs: Bitstream, size: tuple[int, int] | None, max_pixels: i
     raise_it = "raise the limit with max_pixels= (CLI: --max-pixels, node: max_pixels) to decode it"
     if size is not None:
         h, w = size
-        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-            raise ValueError(f"output size {w}x{h} is outside 1..{MAX_SIDE} pixels per side: each side must be at "
-                             f"least 1 and at most {MAX_SIDE}")  # fmt: skip
+        if not (1 <= h and 1 <= w and h * w <= MAX_OUTPUT_PIXELS):
+            raise ValueError(f"output size {w}x{h} must be at least 1x1 and at most {MAX_OUTPUT_PIXELS} pixels")
+        if not (h <= MAX_SIDE and w <= MAX_SIDE):
+            raise ValueError(f"output size {w}x{h} is too long a side: each side must be at most {MAX_SIDE} pixels")
         if h * w > max_pixels:
             raise ValueError(
                 f"output size {w}x{h} ({h * w} pixels) is above the decoding limit: at most {max_pixels} pixels; "

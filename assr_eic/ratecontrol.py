@@ -355,9 +355,15 @@ def score(psnr: float, nbytes: int, target: float) -> float:
 
 
 def finest_scale_code(codec: str, H: int, W: int) -> int:
-    """The finest scale code whose low-res image ``codec`` accepts (the learned codec has a size limit)."""
+    """The finest scale code whose low-res image ``codec`` accepts (both codecs have a size limit)."""
     if codec != "learned":
-        return 0
+        from .codec.av1 import _padded_size
+        from .limits import av1_frame_fits
+
+        code = 0
+        while not av1_frame_fits(*_padded_size(*lowres_size(H, W, code))):
+            code += 1
+        return code
     from .codec.learned import MAX_LOWRES_PIXELS
 
     code = quantize_scale(max(1.0, math.sqrt(H * W / MAX_LOWRES_PIXELS)))

@@ -25,12 +25,14 @@ import functools
 import io
 import os
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from ..bitstream import BitstreamError
 from ..image import to_uint8
+from ..limits import av1_frame_fits
 from . import obu
 from .base import Effort, LowresCode
 
@@ -177,6 +179,17 @@ def _padded_size(h: int, w: int) -> tuple[int, int]:
     return one(h), one(w)
 
 
+def check_lowres_size(size: tuple[int, int], exc: Callable[[str], Exception] = ValueError) -> None:
+    """Refuse (before any work) a low-res image whose padded frame the AV1 decoder cannot decode
+    (:func:`assr_eic.limits.av1_frame_fits`): the encoder never writes a file the decoder refuses."""
+    ph, pw = _padded_size(*size)
+    if not av1_frame_fits(ph, pw):
+        raise exc(
+            f"the av1 codec's low-res image would be {size[1]}x{size[0]}, larger than the AV1 decoder (dav1d "
+            f"through FFmpeg) decodes (at most 16128x16128 for a square image); use a larger scale"
+        )
+
+
 class AV1Codec:
     """Raw AV1 base codec. Stateless: no weights."""
 
@@ -187,6 +200,7 @@ class AV1Codec:
         self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, effort: Effort = "final"
     ) -> LowresCode:
         """Code ``x`` with libaom at the speed of ``effort`` (:data:`SPEED`)."""
+        check_lowres_size(tuple(x.shape[-2:]))
         _check_encoder()
         rgb = to_uint8(x)
         h, w = rgb.shape[:2]
@@ -204,6 +218,7 @@ class AV1Codec:
 
         if len(streams) != 1:
             raise BitstreamError(f"invalid file: an av1 payload has 1 stream, this one has {len(streams)}")
+        check_lowres_size(size, lambda m: BitstreamError(f"invalid file: {m}"))
         h, w = size
         ph, pw = _padded_size(h, w)
         ctx = av.CodecContext.create("libdav1d", "r")

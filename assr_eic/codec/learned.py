@@ -32,6 +32,7 @@ from compressai.models.utils import conv, deconv
 from torch import nn
 
 from ..bitstream import BitstreamError
+from ..limits import LEARNED_MAX_LOWRES_PIXELS
 from ..rescale import pad_to_multiple
 from .base import Effort, LowresCode
 from .rans import CheckedEntropyCoder
@@ -41,7 +42,7 @@ _FA, _FW = 8, 12  # fractional bits of activations and weights in the exact h_s
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 PARAM_FRAC_BITS = 6  # entropy parameters are multiples of 2**-6: 256 * 1e-5 = 2.6e-3 < 2**-7, half a step
 MEANS_MAX = 256.0
-MAX_LOWRES_PIXELS = 1 << 22  # 2048 x 2048: bounds g_a / g_s memory and the (pure Python) rANS decoding time
+MAX_LOWRES_PIXELS = LEARNED_MAX_LOWRES_PIXELS  # 2048 x 2048 (its reason: assr_eic.limits)
 
 
 def check_lowres_size(size: tuple[int, int], exc: type[Exception] = ValueError) -> None:
