@@ -232,7 +232,7 @@ class ASSRDecode(io.ComfyNode):
             )
         for it, hw in zip(items, sizes, strict=True):  # every item's size, from the headers, before any work
             try:
-                check_decode_size(it.bitstream, hw, max_pixels)
+                check_decode_size(it.bitstream, None if size == SIZE_ORIGINAL else hw, max_pixels)
             except ValueError as e:
                 raise ValueError(f"cannot decode {it.source}: {e}") from None
         codecs = {it.bitstream.codec for it in items}
