@@ -173,9 +173,10 @@ def _compress(job: Job) -> dict:
 def _decompress(job: Job) -> dict:
     from PIL import Image
 
+    from .bitstream import read_bitstream
     from .image import load_image
     from .model import load_model
-    from .pipeline import decompress, read_bitstream
+    from .pipeline import decompress
 
     o = job.options
     data = read_bitstream(job.src)
@@ -225,7 +226,7 @@ def skipped_row(job: Job, previous: dict[str, dict]) -> Row:
             return Row(job.rel, job.dst, "skipped", **keep)
     row = Row(job.rel, job.dst, "skipped")
     try:
-        from .pipeline import read_bitstream
+        from .bitstream import read_bitstream
 
         info = _header(read_bitstream(job.dst if job.mode == "compress" else job.src))
         row.bytes, row.bpp, row.width, row.height = info["bytes"], info["bpp"], info["width"], info["height"]

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from .limits import DEFAULT_MAX_DECODE_PIXELS, MAX_OUTPUT_PIXELS
+
 
 class UserError(Exception):
     """A mistake in what the user asked for; printed as one line."""
@@ -162,7 +164,7 @@ def cmd_decompress(a: argparse.Namespace) -> None:
     from .pipeline import decompress
 
     t = time.perf_counter()
-    img = decompress(data, size=a.size, model=a.model)
+    img = decompress(data, size=a.size, model=a.model, max_pixels=a.max_pixels)
     dt = time.perf_counter() - t
     import io
 
@@ -235,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="output image (.png; '-': stdout), or the output folder")
     d.add_argument("--size", type=_size, help="output size WIDTHxHEIGHT (default: the original size)")
     d.add_argument("--model", help="model file (default: the shipped model)")
+    d.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_DECODE_PIXELS,
+        metavar="N",
+        help=f"decode outputs of up to N pixels (default {DEFAULT_MAX_DECODE_PIXELS}, 64 Mpx; at most "
+        f"{MAX_OUTPUT_PIXELS}): a file declaring more, or a larger --size, is refused from its header",
+    )
     d.add_argument("--overwrite", action="store_true", help="replace the output image if it exists (still atomic)")
     d.add_argument("--originals", help="folder input: the original images' folder (same tree), for PSNR")
     _folder_args(d)

@@ -7,7 +7,11 @@ format's limits (:mod:`.limits`) before any conversion; :func:`to_uint8` for the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -84,6 +88,38 @@ def to_tensor(image: ImageLike) -> torch.Tensor:
     return x.contiguous()
 
 
+_bomb_lock = threading.Lock()
+_bomb_users = 0
+_bomb_saved: int | None = None
+
+
+@contextlib.contextmanager
+def _pillow_limit_is_the_formats() -> Iterator[None]:
+    """Pillow's decompression-bomb limit set to the format's while a file loads: it refuses above
+    ``2 * MAX_IMAGE_PIXELS`` (179 Mpx by default, below the 268 Mpx the format holds and
+    :func:`check_image_size` checks from the header first), so it is raised to ``MAX_PIXELS // 2``
+    (refusing above :data:`MAX_PIXELS`, the same limit), its warning silenced, and restored after the last
+    load in progress. Never lowered: a process that raised or disabled it keeps its own."""
+    from PIL import Image
+
+    global _bomb_users, _bomb_saved
+    with _bomb_lock:
+        if _bomb_users == 0:
+            _bomb_saved = Image.MAX_IMAGE_PIXELS
+            if _bomb_saved is not None and 2 * _bomb_saved < MAX_PIXELS:
+                Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
+        _bomb_users += 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        with _bomb_lock:
+            _bomb_users -= 1
+            if _bomb_users == 0:
+                Image.MAX_IMAGE_PIXELS = _bomb_saved
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3); raises :class:`ImageError` for anything unusable.
 
@@ -94,12 +130,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
       (16-bit RGB PNGs are reduced to 8 bits by Pillow, which keeps the high byte);
     - CMYK (e.g. CMYK JPEG), palette and other modes are converted by Pillow;
     - sizes beyond the format's limits (1..32768 per side, 2**28 pixels) are refused from the header alone,
-      before the pixels are decoded.
+      before the pixels are decoded; every size within them loads (Pillow's decompression-bomb limit,
+      179 Mpx by default, is the format's while the file loads: :mod:`.limits`).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _pillow_limit_is_the_formats(), Image.open(path) as im:
             check_image_size(im.size[1], im.size[0])
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
@@ -115,7 +152,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise ImageError(f"image not found: {path}") from None
-    except Image.DecompressionBombError as e:  # Pillow refuses > 179 Mpx from the header; same message style
+    except Image.DecompressionBombError as e:  # a frame of a multi-frame file beyond the format's limit
         raise ImageError(f"{path}: image too large to load ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError) as e:
         if isinstance(e, ImageError):

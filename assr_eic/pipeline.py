@@ -29,7 +29,7 @@ from .image import (  # noqa: F401  (ImageError, check_image_size, composite_ove
     to_tensor,
     to_uint8,
 )
-from .limits import MAX_OUTPUT_PIXELS
+from .limits import DEFAULT_MAX_DECODE_PIXELS, MAX_OUTPUT_PIXELS, MAX_SIDE
 from .model import ASSRModel, load_model
 from .rescale import DOWNSAMPLE_TILE  # noqa: F401  (public here too)
 
@@ -78,52 +78,107 @@ class Decoded:
     bitstream: Bitstream
 
 
+class OutputTooLargeError(BitstreamError):
+    """The file declares an image larger than the caller's decoding limit (``max_pixels``)."""
+
+
+def check_decode_size(bs: Bitstream, size: tuple[int, int] | None, max_pixels: int) -> tuple[int, int]:
+    """The output size (H, W) of decoding ``bs`` to ``size`` (default: the declared size), or one sentence
+    that says why not: a side outside 1..MAX_SIDE, or more than ``max_pixels`` pixels (checked from the
+    header, before the model is loaded or anything is allocated)."""
+    if not (isinstance(max_pixels, int) and 1 <= max_pixels <= MAX_OUTPUT_PIXELS):
+        raise ValueError(f"max_pixels must be a whole number in 1..{MAX_OUTPUT_PIXELS}, got {max_pixels!r}")
+    raise_it = "raise the limit with max_pixels= (CLI: --max-pixels, node: max_pixels) to decode it"
+    if size is not None:
+        h, w = size
+        if not (1 <= h and 1 <= w and h * w <= MAX_OUTPUT_PIXELS):
+            raise ValueError(f"output size {w}x{h} must be at least 1x1 and at most {MAX_OUTPUT_PIXELS} pixels")
+        if not (h <= MAX_SIDE and w <= MAX_SIDE):
+            raise ValueError(f"output size {w}x{h} is too long a side: each side must be at most {MAX_SIDE} pixels")
+        if h * w > max_pixels:
+            raise ValueError(
+                f"output size {w}x{h} ({h * w} pixels) is above the decoding limit: at most {max_pixels} pixels; "
+                f"ask for a smaller size or {raise_it}"
+            )
+        return h, w
+    if bs.height * bs.width > max_pixels:
+        raise OutputTooLargeError(
+            f"this file declares a {bs.width}x{bs.height} image ({bs.height * bs.width} pixels), above the "
+            f"decoding limit of {max_pixels} pixels; if you expect an image that large, {raise_it}"
+        )
+    return bs.height, bs.width
+
+
 def _decode_lowres(
-    data: bytes | Bitstream, size: tuple[int, int] | None, model: ASSRModel | str | os.PathLike | None
+    data: bytes | Bitstream,
+    size: tuple[int, int] | None,
+    model: ASSRModel | str | os.PathLike | None,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
 ) -> tuple[Bitstream, ASSRModel, LowresCode]:
-    """Parse, check the model fingerprint and the output size, decode the low-res image."""
+    """Parse, check the output size and the model fingerprint, decode the low-res image."""
     bs = data if isinstance(data, Bitstream) else parse(data)
+    check_decode_size(bs, size, max_pixels)
     model = model if isinstance(model, ASSRModel) else load_model(model)
     if bs.fingerprint != model.fingerprint:
         raise ModelMismatchError(
             f"this file was written with model {bs.fingerprint.hex()}, but the loaded model is "
             f"{model.fingerprint.hex()} ({model.source}); decode it with the model that wrote it"
         )
-    if size is not None:
-        h, w = size
-        if not (1 <= h and 1 <= w and h * w <= MAX_OUTPUT_PIXELS):
-            raise ValueError(f"output size {w}x{h} must be at least 1x1 and at most {MAX_OUTPUT_PIXELS} pixels")
     with torch.inference_mode():
         lowres = model.codec(bs.codec).decode(bs.streams, bs.lowres_size, bs.quality_code)
     return bs, model, lowres
 
 
 def decode(
-    data: bytes | Bitstream, size: tuple[int, int] | None = None, model: ASSRModel | str | os.PathLike | None = None
+    data: bytes | Bitstream,
+    size: tuple[int, int] | None = None,
+    model: ASSRModel | str | os.PathLike | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
 ) -> Decoded:
-    """Parse, check the model fingerprint, decode the low-res image and fidelity-decode it to ``size``."""
-    bs, model, lowres = _decode_lowres(data, size, model)
+    """Parse, check the model fingerprint, decode the low-res image and fidelity-decode it to ``size``.
+
+    The output is a float (1, 3, H, W) tensor (12 bytes per pixel); :func:`decompress` needs 3.
+    ``max_pixels``: as in :func:`decompress`."""
+    bs, model, lowres = _decode_lowres(data, size, model, max_pixels)
     return Decoded(reconstruct(model, bs, lowres, size), lowres, bs)
 
 
 def decompress(
-    data: bytes,
+    data: bytes | Bitstream,
     size: tuple[int, int] | None = None,
     model: ASSRModel | str | os.PathLike | None = None,
     *,
     tile: int = 512,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
 ) -> np.ndarray:
     """Decode ``.assr`` bytes to a uint8 (H, W, 3) image at ``size`` = (H, W) (default: original).
 
-    The fidelity decoder renders ``tile`` x ``tile`` output tiles straight into the uint8 result, so
-    beyond the output itself (3 bytes per pixel) memory is one tile's work: the same pixels as
-    ``to_uint8(decode(...).image)``, without its float (H, W) buffer.
+    The fidelity decoder renders ``tile`` x ``tile`` output tiles straight into the uint8 result: the
+    same pixels as ``to_uint8(decode(...).image)``, without its float (H, W) buffer. Peak memory is
+    bounded by the formula of :mod:`assr_eic.limits` (the output, a few bytes per low-res pixel, one
+    tile's work). An output of more than ``max_pixels`` pixels (default
+    :data:`~assr_eic.limits.DEFAULT_MAX_DECODE_PIXELS`, 64 Mpx; at most 2**28) is refused from the header,
+    before anything is allocated: raise it to decode larger images.
     """
-    bs, model, lowres = _decode_lowres(data, size, model)
+    return decompress_with_lowres(data, size, model, tile=tile, max_pixels=max_pixels)[0]
+
+
+def decompress_with_lowres(
+    data: bytes | Bitstream,
+    size: tuple[int, int] | None = None,
+    model: ASSRModel | str | os.PathLike | None = None,
+    *,
+    tile: int = 512,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+) -> tuple[np.ndarray, LowresCode]:
+    """:func:`decompress`, also returning the decoded low-res image (for the nodes)."""
+    bs, model, lowres = _decode_lowres(data, size, model, max_pixels)
     H, W = size or (bs.height, bs.width)
     sr = model.sr[bs.codec]
     x = lowres.x_hat
-    unc = lowres.uncertainty if lowres.uncertainty is not None else torch.zeros_like(x[:, :1])
+    # no uncertainty (av1): a zero view, materialised only per tile, not a low-res plane of zeros
+    unc = lowres.uncertainty if lowres.uncertainty is not None else x.new_zeros(()).expand_as(x[:, :1])
     out = np.empty((H, W, 3), np.uint8)
     with torch.inference_mode():
         emb = sr.embedding(bs.codec, bs.scale, bs.quality, x.shape[0])
@@ -132,4 +187,4 @@ def decompress(
                 y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
                 tile_out = sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1), residual=bs.decoder_weight)
                 out[y0:y1, x0:x1] = to_uint8(tile_out)
-    return out
+    return out, lowres

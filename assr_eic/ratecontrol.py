@@ -53,7 +53,7 @@ from .bitstream import (
     parse,
     quantize_scale,
 )
-from .codec import codec_class
+from .codec import codec_class, lowres_fits
 from .codec.base import LowresCode, Speed
 from .encoder import Encoded, downsample, encode_at
 from .model import ASSRModel
@@ -347,13 +347,12 @@ def score(psnr: float, nbytes: int, target: float) -> float:
 
 
 def finest_scale_code(codec: str, H: int, W: int) -> int:
-    """The finest scale code whose low-res image ``codec`` accepts (its ``max_lowres_pixels``, if any)."""
-    limit = codec_class(codec).max_lowres_pixels
-    if limit is None:
-        return 0
-    code = quantize_scale(max(1.0, math.sqrt(H * W / limit)))
-    while math.prod(lowres_size(H, W, code)) > limit:
+    """The finest scale code whose low-res image ``codec`` codes and decodes (:func:`codec.lowres_fits`)."""
+    code = 0
+    while not lowres_fits(codec, *lowres_size(H, W, code)):
         code += 1
+        if code > quantize_scale(MAX_SCALE):
+            raise ValueError(f"no scale up to {MAX_SCALE} gives {codec} a low-res image of {W}x{H} it can code")
     return code
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import comfy.model_management as mm
 import torch
 from comfy_api.latest import io, ui
 
 from assr_eic.bitstream import CODECS
-from assr_eic.limits import NODE_MAX_SIDE
-from assr_eic.pipeline import compress, decode
+from assr_eic.limits import DEFAULT_MAX_DECODE_PIXELS, MAX_OUTPUT_PIXELS, NODE_MAX_SIDE
+from assr_eic.pipeline import check_decode_size, compress, decompress_with_lowres
 from assr_eic.ratecontrol import EFFORTS
 
 from .common import (
@@ -180,6 +181,16 @@ class ASSRDecode(io.ComfyNode):
                 io.Int.Input(
                     "height", default=512, min=1, max=MAX_SIDE, step=1, tooltip="Output height, in width x height mode."
                 ),
+                io.Int.Input(
+                    "max_pixels",
+                    default=DEFAULT_MAX_DECODE_PIXELS,
+                    min=1,
+                    max=MAX_OUTPUT_PIXELS,
+                    step=1,
+                    tooltip="Largest output (width x height) to decode: a bitstream declaring more, or a larger "
+                    "chosen size, is refused before any work. Raise it for very large images (64 Mpx by default; "
+                    "the output IMAGE takes 12 bytes per pixel).",
+                ),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The decoded images at the chosen size."),
@@ -191,7 +202,9 @@ class ASSRDecode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, bitstream, model, size, factor, width, height) -> io.NodeOutput:
+    def execute(
+        cls, bitstream, model, size, factor, width, height, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+    ) -> io.NodeOutput:
         items = items_of(bitstream)
         handle = model_handle(model)
         sizes = []
@@ -211,18 +224,26 @@ class ASSRDecode(io.ComfyNode):
                 f"the bitstreams in this batch decode to different sizes ({listed}); an IMAGE batch needs one "
                 "size, so choose width x height"
             )
+        for it, hw in zip(items, sizes, strict=True):  # every item's size, from the headers, before any work
+            try:
+                check_decode_size(it.bitstream, None if size == SIZE_ORIGINAL else hw, max_pixels)
+            except ValueError as e:
+                raise ValueError(f"cannot decode {it.source}: {e}") from None
         codecs = {it.bitstream.codec for it in items}
         net = handle.ready(codecs)
         progress = Progress(len(items))
-        images, lowres = [], []
-        for it, hw in zip(items, sizes, strict=True):
+        h, w = sizes[0]
+        images = torch.empty((len(items), h, w, 3))  # the IMAGE batch, filled in place: 8-bit levels, as the CLI
+        lowres = []
+        for i, (it, hw) in enumerate(zip(items, sizes, strict=True)):
             progress.check()
             try:
-                out = decode(it.bitstream, size=hw, model=net)
+                pixels, code = decompress_with_lowres(it.bitstream, size=hw, model=net, max_pixels=max_pixels)
             except ValueError as e:
                 raise ValueError(f"cannot decode {it.source}: {e}") from None
-            images.append(torch.round(out.image.clamp(0, 1) * 255) / 255)  # 8-bit levels, as the CLI writes
-            lowres.append(out.lowres.x_hat)
+            images[i].copy_(torch.from_numpy(pixels)).div_(255)
+            del pixels
+            lowres.append(code.x_hat)
             progress.next_item()
         note = ""
         lr_sizes = {tuple(x.shape[-2:]) for x in lowres}
@@ -231,9 +252,8 @@ class ASSRDecode(io.ComfyNode):
             w = max(s[1] for s in lr_sizes)
             lowres = [torch.nn.functional.interpolate(x, size=(h, w), mode="nearest-exact") for x in lowres]
             note = f"\nlow-res images of different sizes shown at {w}x{h} (nearest neighbour)"
-        h, w = sizes[0]
         text = f"{len(items)} image(s) decoded at {w}x{h}" + note
-        return io.NodeOutput(to_comfy_image(images), to_comfy_image(lowres), ui=ui.PreviewText(text))
+        return io.NodeOutput(images.to(mm.intermediate_device()), to_comfy_image(lowres), ui=ui.PreviewText(text))
 
 
 class ASSRBitstreamInfo(io.ComfyNode):

@@ -259,13 +259,14 @@ class TestRegistry:
 
     def test_one_class_per_format_id(self, model):
         from assr_eic.bitstream import CODECS
-        from assr_eic.codec import codec_class
-        from assr_eic.codec.learned import MAX_LOWRES_PIXELS, LearnedCodec
+        from assr_eic.codec import codec_class, lowres_fits
+        from assr_eic.codec.learned import LearnedCodec
 
         assert [codec_class(c).name for c in CODECS] == list(CODECS) == ["av1", "learned"]
         assert codec_class("av1") is AV1Codec and codec_class("learned") is LearnedCodec
         assert (AV1Codec.has_draft, LearnedCodec.has_draft) == (True, False)
-        assert (AV1Codec.max_lowres_pixels, LearnedCodec.max_lowres_pixels) == (None, MAX_LOWRES_PIXELS)
+        assert lowres_fits("learned", 2048, 2048) and not lowres_fits("learned", 2049, 2048)
+        assert lowres_fits("av1", 2049, 2048) and not lowres_fits("av1", 16130, 16130)
         assert isinstance(model.codec("av1"), AV1Codec)
         assert model.codec("learned").net is model.learned_net
         with pytest.raises(ValueError, match="unknown codec 'jpeg'; choose one of: av1, learned"):

@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ..bitstream import CODECS
-from ..limits import MAX_LOWRES_PIXELS
+from ..limits import LEARNED_MAX_LOWRES_PIXELS, av1_frame_fits
 from ..wire import BitstreamError
 
 if TYPE_CHECKING:
@@ -49,14 +49,30 @@ def codec_class(name: str) -> type:
         ) from None
 
 
-def check_lowres_size(size: tuple[int, int], exc: type[Exception] = ValueError) -> None:
-    """The learned codec codes low-res images up to :data:`MAX_LOWRES_PIXELS` (refused before any work)."""
+def lowres_fits(codec: str, height: int, width: int) -> bool:
+    """Whether ``codec`` codes a low-res image of this size and its decoder decodes it: ``av1``, a padded
+    frame FFmpeg's dav1d wrapper accepts (:func:`~assr_eic.limits.av1_frame_fits`); ``learned``, at most
+    :data:`~assr_eic.limits.LEARNED_MAX_LOWRES_PIXELS`. The encoder never writes what the decoder refuses."""
+    if codec == "av1":
+        from .obu import padded_size
+
+        return av1_frame_fits(*padded_size(height, width))
+    return height * width <= LEARNED_MAX_LOWRES_PIXELS
+
+
+def check_lowres_size(codec: str, size: tuple[int, int], exc: type[Exception] = ValueError) -> None:
+    """Refuse, before any work, a low-res image ``codec`` cannot code or decode (:func:`lowres_fits`);
+    as a :class:`BitstreamError` (an invalid file) when ``exc`` is one."""
     h, w = size
-    if h * w > MAX_LOWRES_PIXELS:
-        raise exc(
-            f"the learned codec codes low-res images up to {MAX_LOWRES_PIXELS} pixels (2048x2048); this one is "
-            f"{w}x{h}: use a larger scale or the av1 codec"
-        )
+    if lowres_fits(codec, h, w):
+        return
+    if codec == "av1":
+        why = (f"the av1 codec's low-res image would be {w}x{h}, larger than the AV1 decoder (dav1d through "
+               "FFmpeg) decodes (at most 16128x16128 for a square image); use a larger scale")  # fmt: skip
+    else:
+        why = (f"the learned codec codes low-res images up to {LEARNED_MAX_LOWRES_PIXELS} pixels (2048x2048); "
+               f"this one is {w}x{h}: use a larger scale or the av1 codec")  # fmt: skip
+    raise exc(f"invalid file: {why}" if issubclass(exc, BitstreamError) else why)
 
 
 STREAMS = {"av1": 1, "learned": 2}
@@ -68,16 +84,15 @@ def check_headers(bs: Bitstream) -> None:
 
     ``av1``: one stream whose sequence header declares the padded low-res frame; ``learned``: two rANS
     streams of whole 32-bit words (at least the coder's 64-bit final state) and a low-res size within
-    :data:`MAX_LOWRES_PIXELS`. The decoders check the same again; this only refuses a file sooner.
+    :func:`lowres_fits`. The decoders check the same again; this only refuses a file sooner.
     """
     if len(bs.streams) != STREAMS[bs.codec]:
         raise BitstreamError(f"invalid file: {_STREAMS_TEXT[bs.codec]}, this one has {len(bs.streams)}")
-    h, w = bs.lowres_size
+    check_lowres_size(bs.codec, bs.lowres_size, BitstreamError)
     if bs.codec == "av1":
         from .obu import check_frame_size, padded_size
 
-        check_frame_size(bs.streams[0], *padded_size(h, w))
+        check_frame_size(bs.streams[0], *padded_size(*bs.lowres_size))
         return
-    check_lowres_size((h, w), BitstreamError)
     if any(len(s) % 4 or len(s) < 8 for s in bs.streams):
         raise BitstreamError("invalid file: a latent stream is not a whole number of 32-bit words")

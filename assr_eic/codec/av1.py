@@ -31,12 +31,13 @@ import torch
 
 from ..bitstream import BitstreamError
 from ..image import to_uint8
-from . import obu
+from . import check_lowres_size, obu
 from .base import LowresCode, Speed
 from .obu import MIN_SIDE  # noqa: F401  (public here too)
 from .obu import padded_size as _padded_size
 
 _TEMPORAL_DELIMITER = b"\x12\x00"
+BAND_PIXELS = 1 << 20  # low-res pixels per colour-conversion band (about 60 MB of float temporaries)
 # libaom cpu-used per speed. draft (rate-control probes): about 45x faster than final, similar bytes at a
 # quantizer (+-12%). quick: 0.68x the time of final for 1.8% more bytes at equal PSNR (BD-rate on 768x512
 # training photos), for rate control's fast effort. fine: 1.9x the time of final for 2% fewer bytes at
@@ -136,17 +137,36 @@ def _avif_payload(rgb: np.ndarray, quantizer: int, speed: int, options: dict[str
     return data
 
 
-def _yuv420_to_rgb(yuv: np.ndarray, h: int, w: int) -> torch.Tensor:
-    """The yuv420p layout -> float RGB tensor (1, 3, h, w) in [0, 1] (no rounding to 8 bits)."""
-    flat = yuv.reshape(-1).astype(np.float32)
-    y = torch.from_numpy(flat[: h * w].reshape(h, w))
-    uv = torch.from_numpy(flat[h * w :].reshape(2, 1, h // 2, w // 2))
-    uv = torch.nn.functional.interpolate(uv, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-    u, v = uv[0] - 128.0, uv[1] - 128.0
-    r = y + v / 0.713
-    b = y + u / 0.564
-    g = (y - 0.299 * r - 0.114 * b) / 0.587
-    return (torch.stack([r, g, b])[None] / 255.0).clamp_(0, 1)
+def _yuv420_to_rgb(
+    yuv: np.ndarray, h: int, w: int, crop: tuple[int, int] | None = None, band_pixels: int = BAND_PIXELS
+) -> torch.Tensor:
+    """The yuv420p layout of an h x w frame -> float RGB tensor (1, 3, ch, cw) in [0, 1] (no rounding to
+    8 bits), cropped to ``crop`` = (ch, cw) (default: the whole frame).
+
+    Converted in bands of about ``band_pixels`` low-res pixels straight into the result, so beyond it
+    (12 bytes per pixel) the conversion needs one band's float temporaries, not the whole frame's (about
+    59 bytes per pixel). Each band upsamples its chroma rows with one row of context either side, so
+    every pixel is computed by the same operations as in a whole-frame conversion: bit for bit equal.
+    """
+    ch, cw = crop or (h, w)
+    flat = yuv.reshape(-1)
+    y_plane = flat[: h * w].reshape(h, w)
+    uv_plane = flat[h * w :].reshape(2, h // 2, w // 2)
+    out = torch.empty((1, 3, ch, cw), dtype=torch.float32)
+    rows = max(2, band_pixels // w & ~1)  # even: a band starts on a chroma row
+    for r0 in range(0, ch, rows):
+        r1 = min(r0 + rows, ch)
+        c0, c1 = max(0, r0 // 2 - 1), min(h // 2, (r1 + 1) // 2 + 1)  # chroma rows, with one of context
+        uv = torch.from_numpy(uv_plane[:, c0:c1].astype(np.float32))[:, None]
+        uv = torch.nn.functional.interpolate(uv, size=(2 * (c1 - c0), w), mode="bilinear", align_corners=False)
+        uv = uv[:, 0, r0 - 2 * c0 : r1 - 2 * c0, :cw]
+        y = torch.from_numpy(y_plane[r0:r1, :cw].astype(np.float32))
+        u, v = uv[0] - 128.0, uv[1] - 128.0
+        r = y + v / 0.713
+        b = y + u / 0.564
+        g = (y - 0.299 * r - 0.114 * b) / 0.587
+        out[0, :, r0:r1] = (torch.stack([r, g, b]) / 255.0).clamp_(0, 1)
+    return out
 
 
 class AV1Codec:
@@ -154,7 +174,6 @@ class AV1Codec:
 
     name = "av1"
     has_draft = True
-    max_lowres_pixels = None
     log_bytes_per_level = 0.08
 
     @classmethod
@@ -173,6 +192,7 @@ class AV1Codec:
         self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, speed: Speed = "final"
     ) -> LowresCode:
         """Code ``x`` with libaom at ``speed`` (:data:`SPEED`: its cpu-used)."""
+        check_lowres_size("av1", tuple(x.shape[-2:]))
         _check_encoder()
         rgb = to_uint8(x)
         h, w = rgb.shape[:2]
@@ -190,6 +210,7 @@ class AV1Codec:
 
         if len(streams) != 1:
             raise BitstreamError(f"invalid file: an av1 payload has 1 stream, this one has {len(streams)}")
+        check_lowres_size("av1", size, BitstreamError)
         h, w = size
         ph, pw = _padded_size(h, w)
         obu.check_frame_size(streams[0], ph, pw)
@@ -210,11 +231,17 @@ class AV1Codec:
             got = f"{frames[0].width}x{frames[0].height}" if frames else "no frame"
             raise BitstreamError(f"invalid file: the AV1 payload decodes to {got}, expected {pw}x{ph}")
         frame = frames[0]
+        del frames, ctx
         if frame.format.name != "yuv420p":  # a crafted stream may be 10-bit, 4:4:4 or monochrome
             try:
                 frame = frame.reformat(format="yuv420p")
             except (av.error.FFmpegError, ValueError) as e:
                 raise BitstreamError(f"invalid file: the AV1 frame has an unusable format ({e})") from None
         yuv = frame.to_ndarray()
-        x_hat = _yuv420_to_rgb(yuv, ph, pw)[..., :h, :w]
-        return LowresCode(streams=tuple(streams), x_hat=x_hat, symbols=(torch.from_numpy(yuv.copy()),))
+        del frame  # dav1d's picture: from here on only the planes (1.5 bytes per pixel) and the result
+        # PyAV concatenates the planes into a new array (and returns a view of it): keep that one, copy
+        # only planes that might still be the frame's memory
+        if not (yuv.flags.owndata or (isinstance(yuv.base, np.ndarray) and yuv.base.flags.owndata)):
+            yuv = yuv.copy()
+        x_hat = _yuv420_to_rgb(yuv, ph, pw, crop=(h, w))
+        return LowresCode(streams=tuple(streams), x_hat=x_hat, symbols=(torch.from_numpy(yuv),))

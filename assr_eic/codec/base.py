@@ -31,7 +31,6 @@ class BaseCodec(Protocol):
 
     name: str
     has_draft: bool  # whether ``speed`` changes the encode (draft: faster and worse, fine: slower and better)
-    max_lowres_pixels: int | None  # the largest low-res image it codes (None: the format's limit alone)
     log_bytes_per_level: float  # about how much log(bytes) grows per quality level: rate control's first guess
 
     @classmethod

@@ -38,7 +38,7 @@ with warnings.catch_warnings():
 
 from ..bitstream import BitstreamError
 from ..configurable import register_to_config
-from ..limits import MAX_LOWRES_PIXELS
+from ..limits import LEARNED_MAX_LOWRES_PIXELS
 from ..rescale import pad_to_multiple
 from . import check_lowres_size
 from .base import LowresCode, Speed
@@ -49,6 +49,7 @@ _FA, _FW = 8, 12  # fractional bits of activations and weights in the exact h_s
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 PARAM_FRAC_BITS = 6  # entropy parameters are multiples of 2**-6: 256 * 1e-5 = 2.6e-3 < 2**-7, half a step
 MEANS_MAX = 256.0
+MAX_LOWRES_PIXELS = LEARNED_MAX_LOWRES_PIXELS  # 2048 x 2048 (its reason: assr_eic.limits)
 
 
 def snap(v: torch.Tensor, frac_bits: int | None = None) -> torch.Tensor:
@@ -202,7 +203,6 @@ class LearnedCodec:
 
     has_draft = False
     network = VariableRateHyperprior  # what ``ASSRModel.learned_net`` builds
-    max_lowres_pixels = MAX_LOWRES_PIXELS
     log_bytes_per_level = 0.012
 
     def __init__(self, net: VariableRateHyperprior) -> None:
@@ -221,7 +221,7 @@ class LearnedCodec:
         self, x: torch.Tensor, quality_code: int, reconstruct: bool = True, speed: Speed = "final"
     ) -> LowresCode:
         """Code ``x`` (``speed`` is ignored: this codec has one)."""
-        check_lowres_size(tuple(x.shape[-2:]))
+        check_lowres_size("learned", tuple(x.shape[-2:]))
         q = quality_code / 255
         out = self.net.compress(x, q)
         y_strings, z_strings = out["strings"]
@@ -235,7 +235,7 @@ class LearnedCodec:
     def decode(self, streams: tuple[bytes, ...], size: tuple[int, int], quality_code: int) -> LowresCode:
         if len(streams) != 2:
             raise BitstreamError(f"invalid file: a learned payload has 2 streams, this one has {len(streams)}")
-        check_lowres_size(size, BitstreamError)
+        check_lowres_size("learned", size, BitstreamError)
         h, w = size
         zh, zw = -(-h // STRIDE), -(-w // STRIDE)
         try:

@@ -232,6 +232,18 @@ class TestDecode:
         assert out[0].shape == (3, 50, 80, 3)
         assert out[1].shape[0] == 3  # low-res images of different sizes, shown at one size
 
+    def test_max_pixels_refuses_from_the_header_and_can_be_raised(self, nodes, default_model, encoded):
+        kw = dict(bitstream=encoded, model=default_model, size="original", factor=1.0, width=8, height=8)
+        with pytest.raises(ValueError, match=r"declares a 256x192 image \(49152 pixels\), above the decoding "
+                                             r"limit of 49151 pixels.*max_pixels"):  # fmt: skip
+            run(nodes, "ASSR_Decode", max_pixels=256 * 192 - 1, **kw)
+        big = dict(kw, size="width x height", width=16384, height=16384)  # 268 Mpx: over the default
+        with pytest.raises(ValueError, match="16384x16384 .* above the decoding limit: at most 67108864 pixels"):
+            run(nodes, "ASSR_Decode", **big)
+        out = run(nodes, "ASSR_Decode", max_pixels=256 * 192, **kw)
+        assert out[0].shape == (2, 192, 256, 3)
+        assert np.array_equal(as_uint8(out[0], 1), decompress(encoded[1].data))
+
     def test_other_weights_refuse_to_decode(self, nodes, encoded, folders, model_path):
         shutil.copy(model_path, folders["models"] / "assr_eic" / "mine.safetensors")
         other = run(nodes, "ASSR_LoadModel", model_name="mine.safetensors")[0]
