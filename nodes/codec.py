@@ -187,6 +187,7 @@ class ASSRDecode(io.ComfyNode):
                     min=1,
                     max=MAX_OUTPUT_PIXELS,
                     step=1,
+                    optional=True,  # workflows saved before this input still load and run
                     tooltip="Largest output (width x height) to decode: a bitstream declaring more, or a larger "
                     "chosen size, is refused before any work. Raise it for very large images (64 Mpx by default; "
                     "the output IMAGE takes 12 bytes per pixel).",

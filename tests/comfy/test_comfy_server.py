@@ -33,7 +33,7 @@ NODES = {
     "ASSR_LoadBitstream": ({"bitstream": "COMBO"}, ["ASSR_BITSTREAM"], False),
     "ASSR_Decode": (
         {"bitstream": "ASSR_BITSTREAM", "model": "ASSR_MODEL", "size": "COMBO", "factor": "FLOAT", "width": "INT",
-         "height": "INT"},
+         "height": "INT", "max_pixels": "INT"},
         ["IMAGE", "IMAGE"], False,
     ),
     "ASSR_BitstreamInfo": (
@@ -118,6 +118,8 @@ class TestDefinitions:
         assert effort[1]["options"] == ["normal", "fast", "best"] and effort[1]["default"] == "normal"
         dec = object_info["ASSR_Decode"]["input"]["required"]
         assert dec["size"][1]["options"] == ["original", "factor", "width x height"]
+        max_pixels = object_info["ASSR_Decode"]["input"]["optional"]["max_pixels"][1]
+        assert (max_pixels["default"], max_pixels["max"]) == (1 << 26, 1 << 28)  # optional: older workflows run
         assert object_info["ASSR_LoadModel"]["input"]["required"]["model_name"][1]["options"][0] == "default (built-in)"
 
     def test_web_extension_and_templates_are_served(self, server):
