@@ -176,15 +176,10 @@ def decompress_with_lowres(
     bs, model, lowres = _decode_lowres(data, size, model, max_pixels)
     H, W = size or (bs.height, bs.width)
     sr = model.sr[bs.codec]
-    x = lowres.x_hat
-    # no uncertainty (av1): a zero view, materialised only per tile, not a low-res plane of zeros
-    unc = lowres.uncertainty if lowres.uncertainty is not None else x.new_zeros(()).expand_as(x[:, :1])
     out = np.empty((H, W, 3), np.uint8)
     with torch.inference_mode():
-        emb = sr.embedding(bs.codec, bs.scale, bs.quality, x.shape[0])
-        for y0 in range(0, H, tile):
-            for x0 in range(0, W, tile):
-                y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
-                tile_out = sr.render_tile(x, unc, emb, (H, W), (y0, y1, x0, x1), residual=bs.decoder_weight)
-                out[y0:y1, x0:x1] = to_uint8(tile_out)
+        emb = sr.embedding(bs.codec, bs.scale, bs.quality, lowres.x_hat.shape[0])
+        tiles = sr.render_tiles(lowres.x_hat, lowres.uncertainty, emb, (H, W), tile, residual=bs.decoder_weight)
+        for (y0, y1, x0, x1), pixels in tiles:
+            out[y0:y1, x0:x1] = to_uint8(pixels)
     return out, lowres

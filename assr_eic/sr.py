@@ -16,6 +16,7 @@ size and tiled output equals whole-image output up to float rounding.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,26 @@ class SRDecoder(ConfigModule):
             return base
         return base + (correction if residual == 1 else residual * correction)
 
+    def render_tiles(
+        self,
+        x: torch.Tensor,
+        uncertainty: torch.Tensor | None,
+        emb: torch.Tensor,
+        size: tuple[int, int],
+        tile: int = 512,
+        residual: float = 1.0,
+    ) -> Iterator[tuple[tuple[int, int, int, int], torch.Tensor]]:
+        """The output of ``size`` as (box, pixels) tiles of ``tile`` x ``tile``, row by row, for a caller that
+        stores them as it likes (the float result of :meth:`forward`, the CLI's 8-bit image). No
+        ``uncertainty`` (av1): a zero view, materialised per tile only, not a low-res plane of zeros."""
+        if uncertainty is None:
+            uncertainty = x.new_zeros(()).expand_as(x[:, :1])
+        H, W = size
+        for y0 in range(0, H, tile):
+            for x0 in range(0, W, tile):
+                box = (y0, min(y0 + tile, H), x0, min(x0 + tile, W))
+                yield box, self.render_tile(x, uncertainty, emb, size, box, residual)
+
     def render_tile_parts(
         self,
         x: torch.Tensor,
@@ -167,13 +188,8 @@ class SRDecoder(ConfigModule):
     ) -> SROutput:
         """Upsample (B, 3, h, w) in [0, 1] to ``size`` = (H, W), any size >= 1x1, in output tiles
         (``residual``: the weight of the decoder's correction, see :meth:`render_tile`)."""
-        H, W = size
-        if uncertainty is None:
-            uncertainty = torch.zeros_like(x[:, :1])
         emb = self.embedding(codec, s, q, x.shape[0])
-        out = torch.empty(x.shape[0], 3, H, W, dtype=x.dtype, device=x.device)
-        for y0 in range(0, H, tile):
-            for x0 in range(0, W, tile):
-                y1, x1 = min(y0 + tile, H), min(x0 + tile, W)
-                out[..., y0:y1, x0:x1] = self.render_tile(x, uncertainty, emb, size, (y0, y1, x0, x1), residual)
+        out = torch.empty(x.shape[0], 3, *size, dtype=x.dtype, device=x.device)
+        for (y0, y1, x0, x1), pixels in self.render_tiles(x, uncertainty, emb, size, tile, residual):
+            out[..., y0:y1, x0:x1] = pixels
         return SROutput(sample=out.clamp_(0, 1))
