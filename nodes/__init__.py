@@ -16,10 +16,10 @@ if importlib.util.find_spec("assr_eic") is None:
     # (appended, so nothing of the pack shadows ComfyUI's own modules)
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from .codec import ASSRBitstreamInfo, ASSRDecode, ASSREncode  # noqa: E402
 from .compare import ASSRCompare  # noqa: E402
 from .diffusion import ASSRColorFix, ASSRDiffusionDecode, ASSRDiffusionPrepare  # noqa: E402
-from .files import ASSREmbeddedBitstream, LoadASSRBitstream, LoadASSRModel, SaveASSRBitstream  # noqa: E402
+from .encode_decode import ASSRBitstreamInfo, ASSRDecode, ASSREncode  # noqa: E402
+from .load_save import ASSREmbeddedBitstream, LoadASSRBitstream, LoadASSRModel, SaveASSRBitstream  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
     LoadASSRModel,
