@@ -107,7 +107,7 @@ class Bitstream:
     prompt: str | None = None
     # how much of the fidelity decoder's correction to add to bicubic, in 1/FULL_STRENGTH: the encoder
     # measures which is best on the image (0: the decoder loses; files before version 3 always use it all)
-    strength: int = FULL_STRENGTH
+    decoder_strength: int = FULL_STRENGTH
     nbytes: int = field(default=0, compare=False)  # file size once packed or parsed
 
     @property
@@ -121,7 +121,7 @@ class Bitstream:
     @property
     def decoder_weight(self) -> float:
         """The weight of the fidelity decoder's correction over bicubic, in [0, 1]."""
-        return self.strength / FULL_STRENGTH
+        return self.decoder_strength / FULL_STRENGTH
 
     @property
     def lowres_size(self) -> tuple[int, int]:
@@ -146,7 +146,7 @@ class Bitstream:
             "bytes": self.nbytes,
             "bpp": self.bpp,
             "model_fingerprint": self.fingerprint.hex(),
-            "upsampling": _upsampling_text(self.strength),
+            "upsampling": _upsampling_text(self.decoder_strength),
             "prompt": self.prompt,
         }
 
@@ -173,11 +173,11 @@ def pack(bs: Bitstream, version: int = VERSION) -> bytes:
     0 and full only, version 2 full only."""
     if version not in WRITABLE_VERSIONS:
         raise ValueError(f"can write format versions {', '.join(map(str, WRITABLE_VERSIONS))}, not {version}")
-    if not 0 <= bs.strength <= FULL_STRENGTH:
-        raise ValueError(f"decoder strength {bs.strength} out of range 0..{FULL_STRENGTH}")
-    if version == 2 and bs.strength != FULL_STRENGTH:
+    if not 0 <= bs.decoder_strength <= FULL_STRENGTH:
+        raise ValueError(f"decoder strength {bs.decoder_strength} out of range 0..{FULL_STRENGTH}")
+    if version == 2 and bs.decoder_strength != FULL_STRENGTH:
         raise ValueError("format version 2 has no decoder strength: this file needs version 4")
-    if version == 3 and bs.strength not in (0, FULL_STRENGTH):
+    if version == 3 and bs.decoder_strength not in (0, FULL_STRENGTH):
         raise ValueError(
             f"format version 3 holds decoder strength 0 or {FULL_STRENGTH} only: this file needs version 4"
         )
@@ -199,8 +199,8 @@ def pack(bs: Bitstream, version: int = VERSION) -> bytes:
     out += bs.fingerprint
     scale_field = {
         2: bs.scale_code,
-        3: bs.scale_code << 1 | (bs.strength == 0),
-        4: bs.scale_code * STRENGTH_LEVELS + bs.strength,
+        3: bs.scale_code << 1 | (bs.decoder_strength == 0),
+        4: bs.scale_code * STRENGTH_LEVELS + bs.decoder_strength,
     }[version]
     out += varint(bs.height) + varint(bs.width) + varint(scale_field)
     out.append(bs.quality_code)
@@ -325,7 +325,7 @@ def parse(data: bytes) -> Bitstream:
         quality_code=quality_code,
         streams=tuple(streams),
         prompt=prompt,
-        strength=strength,
+        decoder_strength=strength,
         nbytes=len(data),
     )
 

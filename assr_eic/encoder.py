@@ -66,7 +66,7 @@ def encode_at(
 
 def reconstruct(model: ASSRModel, bs: Bitstream, lowres: LowresCode, size: tuple[int, int] | None = None):
     """Fidelity-decode a low-res reconstruction to ``size`` (default: the original size), with as much of
-    the decoder's correction as the file asks for (``Bitstream.strength``; 0: plain bicubic)."""
+    the decoder's correction as the file asks for (``Bitstream.decoder_strength``; 0: plain bicubic)."""
     size = size or (bs.height, bs.width)
     sr = model.sr[bs.codec]
     with torch.inference_mode():

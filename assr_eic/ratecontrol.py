@@ -504,8 +504,8 @@ def _finish(
         _decoder_ratio(model, e, lowres, x)
     else:
         e.decoder_ratio, e.decoder_strength = None, 0
-    if e.decoder_strength != e.bitstream.strength:  # same size: the strength is the scale field's low bits
-        data = pack(replace(e.bitstream, strength=e.decoder_strength))
+    if e.decoder_strength != e.bitstream.decoder_strength:  # same size: the strength is the scale field's low bits
+        data = pack(replace(e.bitstream, decoder_strength=e.decoder_strength))
         e = Encoded(data, parse(data), lowres, e.decoder_ratio, e.decoder_strength)
     if progress:
         progress(total, total)

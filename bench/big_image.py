@@ -64,14 +64,15 @@ def worker(phase: str, n: int, codec: str, bpp: float, path: str, effort: str = 
         from assr_eic.bitstream import parse
 
         bs = parse(data)
-        extra = {"bytes": len(data), "bpp": bs.bpp, "scale": bs.scale, "quality": bs.quality, "strength": bs.strength}
+        extra = {"bytes": len(data), "bpp": bs.bpp, "scale": bs.scale, "quality": bs.quality,
+                 "strength": bs.decoder_strength}
     else:
         from dataclasses import replace
 
         from assr_eic.bitstream import FULL_STRENGTH, pack, parse
 
         # the costliest path, whatever strength the file asks for (0 would skip the decoder)
-        data = pack(replace(parse(Path(path).read_bytes()), strength=FULL_STRENGTH))
+        data = pack(replace(parse(Path(path).read_bytes()), decoder_strength=FULL_STRENGTH))
         base = _rss_mb()
         t = time.perf_counter()
         out = decompress(data, model=model)

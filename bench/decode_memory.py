@@ -71,7 +71,7 @@ def craft(codec: str, H: int, W: int, scale_code: int, strength: int) -> bytes:
 
     streams = payload(codec, lowres_size(H, W, scale_code))
     fp = load_model().fingerprint
-    bs = Bitstream(codec, fp, H, W, scale_code, QUALITY_CODE, streams, strength=strength)
+    bs = Bitstream(codec, fp, H, W, scale_code, QUALITY_CODE, streams, decoder_strength=strength)
     return pack(bs)
 
 

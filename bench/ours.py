@@ -49,8 +49,8 @@ def run_ours(model, img: np.ndarray, name: str, target: float, spec: str) -> tup
         ms_ssim=ms_ssim(img, rec),
         scale=bs.scale,
         quality=bs.quality,
-        fidelity_decoder=bs.strength > 0,
-        decoder_strength=bs.strength,
+        fidelity_decoder=bs.decoder_strength > 0,
+        decoder_strength=bs.decoder_strength,
         encode_ms=(t1 - t0) * 1000,
         decode_ms=(t2 - t1) * 1000,
     )

@@ -76,9 +76,9 @@ def speed_worker(method: str, image_path: str, bpp: float, model_path: str | Non
             res[f"{run}_encode_ms"], res[f"{run}_decode_ms"] = (t1 - t0) * 1000, (t2 - t1) * 1000
         res["bytes"], res["bpp"] = len(data), len(data) * 8 / (H * W)
         bs = parse(data)
-        res["fidelity_decoder"], res["decoder_strength"] = bs.strength > 0, bs.strength
-        if bs.strength == 0:  # rate control chose bicubic for this file: also time the decoder it skipped
-            forced = pack(replace(bs, strength=FULL_STRENGTH))
+        res["fidelity_decoder"], res["decoder_strength"] = bs.decoder_strength > 0, bs.decoder_strength
+        if bs.decoder_strength == 0:  # rate control chose bicubic for this file: also time the decoder it skipped
+            forced = pack(replace(bs, decoder_strength=FULL_STRENGTH))
             t = time.perf_counter()
             decompress(forced, model=model)
             res["decode_with_decoder_ms"] = (time.perf_counter() - t) * 1000

@@ -231,7 +231,7 @@ class AdaptorPatch:
 
     adaptor: ASSRAdaptor
     hints: Hints
-    strength: float
+    residual_scale: float
     model_sampling: object
     unet_dtype: torch.dtype
     previous: object = None
@@ -256,7 +256,7 @@ class AdaptorPatch:
             )
         decoded, deg, unc = self._cache[key]
         with torch.no_grad():
-            out = self.adaptor(xc.to(dev), t.to(dev), decoded, deg, unc, strength=self.strength)
+            out = self.adaptor(xc.to(dev), t.to(dev), decoded, deg, unc, residual_scale=self.residual_scale)
         cast = {"device": x.device, "dtype": self.unet_dtype}
         return {"output": [r.to(**cast) for r in out.down], "middle": [out.mid.to(**cast)]}
 

@@ -111,30 +111,30 @@ class TestMalformed:
         assert data[2] >> 5 == 2 and pack(make())[2] >> 5 == 4
         data[2] = (version << 5) | (data[2] & 0x1F)
         old = parse(with_crc(bytes(data[:-4])))
-        assert old == parse(pack(make())) and old.strength == FULL_STRENGTH
+        assert old == parse(pack(make())) and old.decoder_strength == FULL_STRENGTH
 
     @pytest.mark.parametrize("scale", [1.0, 1.5, 1.98, 2.99, 3.0, 8.0])
     def test_decoder_strength_round_trips_at_the_same_size(self, scale):
-        files = [make(scale_code=quantize_scale(scale), strength=k) for k in range(FULL_STRENGTH + 1)]
+        files = [make(scale_code=quantize_scale(scale), decoder_strength=k) for k in range(FULL_STRENGTH + 1)]
         assert [parse(pack(f)) for f in files] == files
-        assert [parse(pack(f)).strength for f in files] == [0, 1, 2, 3]
+        assert [parse(pack(f)).decoder_strength for f in files] == [0, 1, 2, 3]
         assert len({len(pack(f)) for f in files}) == 1
         with pytest.raises(ValueError, match="strength 4 out of range"):
-            pack(make(strength=4))
+            pack(make(decoder_strength=4))
 
     @pytest.mark.parametrize("scale", [1.0, 2.99, 8.0])
     def test_version_3_holds_bicubic_or_the_whole_decoder(self, scale):
         """Version 3 (the previous build's format) stores a one-bit flag: strengths 0 and full are written
         and read back; the strengths between need version 4. Version 2 holds the full strength only."""
         for k in (0, FULL_STRENGTH):
-            bs = make(scale_code=quantize_scale(scale), strength=k)
+            bs = make(scale_code=quantize_scale(scale), decoder_strength=k)
             data = pack(bs, version=3)
             assert data[2] >> 5 == 3 and parse(data) == bs
         for k in (1, 2):
             with pytest.raises(ValueError, match="version 3 holds decoder strength 0 or 3 only"):
-                pack(make(strength=k), version=3)
+                pack(make(decoder_strength=k), version=3)
         with pytest.raises(ValueError, match="version 2 has no decoder strength"):
-            pack(make(strength=0), version=2)
+            pack(make(decoder_strength=0), version=2)
 
     @pytest.mark.parametrize("cut", [1, 2, 3, 6, 10, 20, -1])
     def test_truncated(self, cut):

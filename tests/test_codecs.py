@@ -138,8 +138,8 @@ class TestAV1:
         # and a whole version-1 file (the format before compact payloads) decodes to the same image
         from assr_eic.bitstream import Bitstream, pack
 
-        v2 = bytearray(pack(Bitstream(bs.codec, bs.fingerprint, bs.height, bs.width, bs.scale_code,
-                                      bs.quality_code, (full,), strength=bs.strength), version=2))  # fmt: skip
+        v2 = bytearray(pack(Bitstream(bs.codec, bs.fingerprint, bs.height, bs.width, bs.scale_code, bs.quality_code,
+                                      (full,), decoder_strength=bs.decoder_strength), version=2))  # fmt: skip
         v2[2] = (1 << 5) | (v2[2] & 0x1F)
         v1 = bytes(v2[:-4]) + zlib.crc32(bytes(v2[:-4])).to_bytes(4, "little")
         assert torch.equal(decode(v1, model=model).image, decode(enc.data, model=model).image)

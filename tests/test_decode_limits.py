@@ -55,7 +55,7 @@ def decoded_hashes() -> dict[str, str]:
         data = f.read_bytes()
         bs = parse(data)
         bicubic = pack(Bitstream(bs.codec, bs.fingerprint, bs.height, bs.width, bs.scale_code, bs.quality_code,
-                                 bs.streams, bs.prompt, strength=0))  # fmt: skip
+                                 bs.streams, bs.prompt, decoder_strength=0))  # fmt: skip
         for name, d in (("decoder", data), ("bicubic", bicubic)):
             for size in (None, (bs.height * 2 + 1, bs.width * 2 - 3), (97, 1203)):
                 px = decompress(d, size=size, model=model)
@@ -117,7 +117,7 @@ def crafted(payloads, fingerprint: bytes, H: int, W: int, scale_code: int, stren
     """A legal file declaring H x W around a real payload of the low-res size it implies (issue 21)."""
     lh, lw = lowres_size(H, W, scale_code)
     return pack(Bitstream("av1", fingerprint, H, W, scale_code, 128, (payloads[av1._padded_size(lh, lw)],),
-                          strength=strength))  # fmt: skip
+                          decoder_strength=strength))  # fmt: skip
 
 
 def test_a_large_declared_size_is_refused_from_the_header_before_the_model_loads(flat_av1_payloads, model, tmp_path):

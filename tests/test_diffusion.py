@@ -97,7 +97,7 @@ class TestAdaptor:
             ctrl = unet(
                 x, t, ctx, down_block_additional_residuals=res.down, mid_block_additional_residual=res.mid
             ).sample
-            half = adaptor(x, t, decoded, deg, unc, strength=0.5)
+            half = adaptor(x, t, decoded, deg, unc, residual_scale=0.5)
         assert (plain - ctrl).abs().mean() > 1e-2
         for a, b in zip(res.down, half.down, strict=True):
             torch.testing.assert_close(a * 0.5, b)

@@ -21,7 +21,7 @@ def with_decoder(data: bytes) -> bytes:
 
     from assr_eic.bitstream import FULL_STRENGTH, pack
 
-    return pack(replace(parse(data), strength=FULL_STRENGTH))
+    return pack(replace(parse(data), decoder_strength=FULL_STRENGTH))
 
 
 @pytest.mark.parametrize("target", [0.02, 0.05, 0.15, 0.3])
@@ -165,7 +165,7 @@ def _strength_decodes(data: bytes, model) -> list[np.ndarray]:
     from assr_eic.pipeline import decompress
 
     bs = parse(data)
-    return [decompress(pack(replace(bs, strength=k)), model=model) for k in range(FULL_STRENGTH + 1)]
+    return [decompress(pack(replace(bs, decoder_strength=k)), model=model) for k in range(FULL_STRENGTH + 1)]
 
 
 @pytest.mark.parametrize("kind", ["photo", "gradients"])
@@ -181,15 +181,15 @@ def test_file_asks_for_bicubic_where_the_decoder_loses(photo, kind):
     img = photo if kind == "photo" else _gradients()
     data = compress(img, target_bpp=0.05 if kind == "photo" else 0.02, codec="av1", model=model)
     bs = parse(data)
-    assert (bs.strength > 0) == (kind == "photo")
+    assert (bs.decoder_strength > 0) == (kind == "photo")
     decodes = _strength_decodes(data, model)
-    assert np.array_equal(decompress(data, model=model), decodes[bs.strength])
+    assert np.array_equal(decompress(data, model=model), decodes[bs.decoder_strength])
 
     def psnr(rec: np.ndarray) -> float:
         return 10 * math.log10(255**2 / float(np.mean((rec.astype(np.float64) - img) ** 2)))
 
     bicubic, full = decodes[0], decodes[-1]
-    kept, other = (decodes[bs.strength], bicubic) if kind == "photo" else (bicubic, full)
+    kept, other = (decodes[bs.decoder_strength], bicubic) if kind == "photo" else (bicubic, full)
     assert psnr(kept) > psnr(other) + 0.3
     if kind == "gradients":
         dec = decode(data, model=model)
@@ -221,14 +221,14 @@ def test_decoder_strength_is_the_best_on_the_sample_and_blends_the_correction(ph
         for d in decodes
     ]
     # strength 0 is scored on resize()'s bicubic, within 2e-3 of the decoder's own (large images: that one)
-    assert se[parse(data).strength] <= min(se) * 1.002
+    assert se[parse(data).decoder_strength] <= min(se) * 1.002
     b, f = decodes[0].astype(np.float64), decodes[-1].astype(np.float64)
     inside = (b > 0) & (b < 255) & (f > 0) & (f < 255)  # where neither end was clamped to 8 bits
     for k in (1, 2):
         assert np.abs(decodes[k] - (b + k / 3 * (f - b)))[inside].max() <= 1.5
     assert np.abs(decodes[1].astype(int) - decodes[2]).max() > 0  # the strengths between differ
     if target == "large":  # an upscaled photo: the whole decoder is too strong for it (measured: k = 2)
-        assert parse(data).strength < 3 and se[3] > min(se)
+        assert parse(data).decoder_strength < 3 and se[3] > min(se)
 
 
 def _searches(model, photo, target_bpp: float):
@@ -351,7 +351,7 @@ def test_fast_effort_codes_large_lowres_images_quickly_and_asks_for_bicubic(mode
     x = to_tensor(photo)
     data = compress(photo, target_bpp=0.3, codec="av1", model=model, effort="fast")
     fast = parse(data)
-    assert math.prod(fast.lowres_size) > LARGE_FRACTION * 384 * 512 and fast.strength == 0
+    assert math.prod(fast.lowres_size) > LARGE_FRACTION * 384 * 512 and fast.decoder_strength == 0
     assert abs(fast.bpp / 0.3 - 1) <= 0.1
     quick = encode_at(model, x, "av1", fast.scale_code, fast.quality_code, speed="quick")
     final = encode_at(model, x, "av1", fast.scale_code, fast.quality_code)

@@ -239,13 +239,13 @@ class ASSRAdaptor(ConfigModule):
         decoded: torch.Tensor,
         degradation: torch.Tensor,
         uncertainty: torch.Tensor | None = None,
-        strength: float = 1.0,
+        residual_scale: float = 1.0,
     ) -> AdaptorOutput:
         """Residuals for the UNet denoising latent ``x`` (B, C, h, w) at ``timesteps`` (B,) (0..999 for SD).
 
         ``decoded`` (B, 3, H, W) in [0, 1] is the fidelity decoder's output at the output size, 8x the latent
         (resampled to 8h x 8w if it is another size); ``degradation`` (B, 3) are :meth:`Degradation.vector`
-        rows; ``uncertainty`` (B, 1, H, W) in [0, 1] (zeros when None). Residuals are scaled by ``strength``.
+        rows; ``uncertainty`` (B, 1, H, W) in [0, 1] (zeros when None). Residuals are scaled by ``residual_scale``.
         """
         B, C, h, w = x.shape
         if C != self.config["in_channels"]:
@@ -285,8 +285,8 @@ class ASSRAdaptor(ConfigModule):
         h = self._block(self.mid_block, h, emb)
         residuals = [zc(f) for zc, f in zip(self.zero_convs, feats, strict=True)] + [self.mid_out(h)]
         residuals = self.modulator(residuals, emb, uncertainty)
-        if strength != 1.0:
-            residuals = [r * strength for r in residuals]
+        if residual_scale != 1.0:
+            residuals = [r * residual_scale for r in residuals]
         return AdaptorOutput(down=residuals[:-1], mid=residuals[-1])
 
 

@@ -24,13 +24,13 @@ def sd_alphas_cumprod(
     return torch.cumprod(1.0 - betas, 0)
 
 
-def img2img_timesteps(steps: int, strength: float, num_train_timesteps: int = 1000) -> list[int]:
+def img2img_timesteps(steps: int, denoise: float, num_train_timesteps: int = 1000) -> list[int]:
     """The DDIM timesteps (descending, "leading" spacing as SD's scheduler config) an img2img run visits."""
-    if steps < 1 or not 0.0 < strength <= 1.0:
-        raise ValueError(f"need steps >= 1 and strength in (0, 1], got {steps} and {strength}")
+    if steps < 1 or not 0.0 < denoise <= 1.0:
+        raise ValueError(f"need steps >= 1 and denoise in (0, 1], got {steps} and {denoise}")
     ratio = num_train_timesteps // steps
     full = [i * ratio + 1 for i in range(steps)][::-1]  # steps_offset = 1, as SD 1.x
-    keep = max(1, min(steps, round(steps * strength)))
+    keep = max(1, min(steps, round(steps * denoise)))
     return full[steps - keep :]
 
 
@@ -38,7 +38,7 @@ def img2img_timesteps(steps: int, strength: float, num_train_timesteps: int = 10
 def img2img(
     eps_fn: EpsFn,
     x0_ref: torch.Tensor,
-    strength: float,
+    denoise: float,
     steps: int,
     generator: torch.Generator | None = None,
     weight: torch.Tensor | None = None,
@@ -46,13 +46,13 @@ def img2img(
     sigma_lowpass: float = 2.0,
     alphas_cumprod: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Noise ``x0_ref`` (a latent) to ``strength`` and denoise it with DDIM; returns the final x0 latent.
+    """Noise ``x0_ref`` (a latent) to ``denoise`` and denoise it with DDIM; returns the final x0 latent.
 
     With ``amount`` > 0 every step's x0 prediction goes through :func:`consistency_step` (low frequencies
     pulled to ``x0_ref``, weighted by ``weight``) and the step continues from the corrected prediction.
     """
     ac = (sd_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod).to(x0_ref.device)
-    ts = img2img_timesteps(steps, strength, ac.numel())
+    ts = img2img_timesteps(steps, denoise, ac.numel())
     noise = torch.randn(x0_ref.shape, generator=generator, dtype=torch.float32).to(x0_ref.device, x0_ref.dtype)
     a = ac[ts[0]].to(x0_ref.dtype)
     x = a.sqrt() * x0_ref + (1 - a).sqrt() * noise

@@ -220,7 +220,7 @@ class TestAdaptor:
         x = torch.randn(2, 4, 8, 8, generator=g) * math.sqrt(1 + sigma**2)  # cond + uncond batch, sampler space
         with torch.no_grad():
             want = lib(x / math.sqrt(1 + sigma**2), torch.full((2,), float(t)), decoded.expand(2, -1, -1, -1),
-                       deg.expand(2, -1), unc.expand(2, -1, -1, -1), strength=0.8)  # fmt: skip
+                       deg.expand(2, -1), unc.expand(2, -1, -1, -1), residual_scale=0.8)  # fmt: skip
             got = wrapper.residuals(x, torch.full((2,), sigma))
         assert len(got["output"]) == 12 == len(want.down) and len(got["middle"]) == 1
         for a, b in zip(got["output"] + got["middle"], want.down + [want.mid], strict=True):
