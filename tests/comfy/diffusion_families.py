@@ -1,17 +1,17 @@
-"""Small random-weight diffusion models that ComfyUI's own loader detects as each checkpoint family.
-
-Each is a diffusion-model file (what ComfyUI's Load Diffusion Model node reads: the UNet or DiT alone,
-ComfyUI's key names) in a reduced layout that ComfyUI's detection still matches to the family's config
-class (``comfy.supported_models``): SD 1.x with 320 channels at two levels, SD 2.x-v with four
-levels of 320 channels (the output block ComfyUI's v-prediction test reads is given the spread of a real
-v model), SDXL with its required transformer depths [0, 0, 2, 2, 10, 10] at 320 channels, SD 3.x as a
-2-block MMDiT (hidden 128, 16-channel latents). The VAEs are the KL-f8 layout with 4 or 16 latent
-channels, read by ComfyUI's VAE class from a state dict. Text conditioning is made in-process (random
-tensors of the family's shapes): a full text encoder of SDXL or SD 3.x would not fit these machines.
+"""Small random-weight diffusion models that ComfyUI's own loader detects as each checkpoint family. Each is a
+diffusion-model file (what ComfyUI's Load Diffusion Model node reads: the UNet or DiT alone, ComfyUI's key
+names) in a reduced layout that ComfyUI's detection still matches to the family's config class
+(``comfy.supported_models``): SD 1.x with 320 channels at two levels, SD 2.x-v with four levels of 320
+channels (the output block ComfyUI's v-prediction test reads is given the spread of a real v model), SDXL with
+its required transformer depths [0, 0, 2, 2, 10, 10] at 320 channels, SD 3.x as a 2-block MMDiT (hidden 128,
+16-channel latents), Flux (dev, with distilled guidance) at its fixed width (ComfyUI reads 24 heads of 128
+whatever the file says) with one double and one single block: 545 M parameters, the one large fixture (1.1 GB
+cached, about 4 GB of memory in use). The VAEs are the KL-f8 layout with 4 or 16 latent channels, read by
+ComfyUI's VAE class from a state dict. Text conditioning is made in-process (random tensors of the family's
+shapes): a full text encoder of SDXL or SD 3.x would not fit these machines.
 
 Built with ComfyUI's own classes inside a process that imported ComfyUI (the in-process tests), filled
 from a seeded generator (``diffusion_checkpoint.fill_``) and cached under ``.cache/families/`` by seed.
-Flux is not built: ComfyUI fixes its width at 24 heads of 128 (a single block is over 300 M parameters).
 """
 
 from __future__ import annotations
@@ -51,10 +51,20 @@ CONFIGS = {
         "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
         "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [],
     },
+    "flux": {
+        "image_model": "flux", "in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 768,
+        "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 1,
+        "depth_single_blocks": 1, "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True,
+        "guidance_embed": True,
+    },
 }  # fmt: skip
 # what ComfyUI names each config class, and the conditioning shapes (context tokens x width, pooled width)
-CLASS_NAMES = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd3": "SD3"}
-CONDITIONING = {"sd1": (77, 768, None), "sd2": (77, 1024, None), "sdxl": (77, 2048, 1280), "sd3": (154, 4096, 2048)}
+CLASS_NAMES = {"sd1": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux"}
+# Flux: 16 text tokens (T5 gives 256 or 512), as its token count sets the cost of every call of a 3072-wide DiT
+CONDITIONING = {
+    "sd1": (77, 768, None), "sd2": (77, 1024, None), "sdxl": (77, 2048, 1280), "sd3": (154, 4096, 2048),
+    "flux": (16, 4096, 768),
+}  # fmt: skip
 V_PRED_KEY = "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 

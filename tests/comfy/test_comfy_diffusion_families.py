@@ -1,5 +1,5 @@
 """The diffusion decoder on every checkpoint family, inside a real (imported) ComfyUI, on small random-weight
-models that ComfyUI's own Load Diffusion Model node detects as SD 1.x, SD 2.x-v, SDXL and SD 3.x
+models that ComfyUI's own Load Diffusion Model node detects as SD 1.x, SD 2.x-v, SDXL, SD 3.x and Flux
 (tests/comfy/diffusion_families.py), with text conditioning made in-process.
 
 Random weights make noise: these figures measure the sampler, not the prior. Per family: the detection
@@ -27,7 +27,7 @@ from assr_eic.pipeline import decode, downsample
 
 pytestmark = pytest.mark.comfy
 
-FAMILY_KEYS = ("sd1", "sd2", "sdxl", "sd3")
+FAMILY_KEYS = ("sd1", "sd2", "sdxl", "sd3", "flux")
 SEED = 3
 
 
@@ -100,7 +100,7 @@ def test_family_detected_with_its_defaults_and_the_figures_hold(nodes, folders, 
     assert config == diffusion_families.CLASS_NAMES[family]
     fam = node_module(nodes).model_family(model)
     assert fam is FAMILIES[family]
-    want_type = {"sd2": "V_PREDICTION", "sd3": "FLOW"}.get(family, "EPS")
+    want_type = {"sd2": "V_PREDICTION", "sd3": "FLOW", "flux": "FLUX"}.get(family, "EPS")
     assert model.model.model_type == getattr(comfy.model_base.ModelType, want_type)
     vae = diffusion_families.load_vae(fam.latent_channels)
     pos, neg = diffusion_families.conditioning(family, 1), diffusion_families.conditioning(family, 2)
@@ -153,6 +153,7 @@ def test_adaptor_of_another_family_is_refused_before_sampling(nodes, folders, as
         ("sdxl", "sd1_family.safetensors", "SD 1.x", "SDXL"),
         ("sd1", "sdxl_family.safetensors", "SDXL", "SD 1.x"),
         ("sd3", "sd1_family.safetensors", "SD 1.x", "SD 3.x"),
+        ("flux", "sdxl_family.safetensors", "SDXL", "Flux"),
     ):
         model = load_family(nodes, folders, family)
         calls: list = []
