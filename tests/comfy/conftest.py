@@ -6,7 +6,6 @@ Every test module here is marked ``comfy``; run them with ``pytest tests/comfy``
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -26,19 +25,7 @@ def comfy_root() -> Path:
 def comfy_inproc(comfy_root, tmp_path_factory):
     """ComfyUI imported into this process, custom nodes loaded (ENVIRONMENT.md's recipe), with its
     folders in a fresh base folder. Returns ComfyUI's ``nodes`` module."""
-    base = harness.make_base(tmp_path_factory.mktemp("comfy-inproc"))
-    sys.path.insert(0, str(comfy_root))
-    import comfy.cli_args  # noqa: E402  (ComfyUI's, first on sys.path now)
-
-    comfy.cli_args.args.cpu = True
-    comfy.cli_args.args.base_directory = str(base)
-    import folder_paths
-    import utils.install_util  # noqa: F401  (before `nodes`, else comfy/utils.py shadows the utils package)
-
-    assert Path(folder_paths.base_path) == base, "folder_paths was imported before the base folder was set"
-    import nodes
-
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    nodes = harness.import_comfy(comfy_root, harness.make_base(tmp_path_factory.mktemp("comfy-inproc")))
     missing = [n for n in EXPECTED_NODES if n not in nodes.NODE_CLASS_MAPPINGS]
     assert not missing, f"the pack did not register {missing}"
     return nodes

@@ -147,3 +147,116 @@ def conditioning(family: str, seed: int = 0) -> list:
     g = torch.Generator().manual_seed(seed)
     extra = {} if pooled is None else {"pooled_output": torch.randn(1, pooled, generator=g)}
     return [[torch.randn(1, tokens, width, generator=g), extra]]
+
+
+# --- the per-family figures (the family test asserts on them; bench/diffusion_families.py writes them) ---
+
+FIGURE_SEED = 3  # the sampling seed of the figures
+
+
+def run_node(nodes, node_id: str, **kwargs):
+    """One node of ComfyUI's ``nodes`` registry, executed in inference mode."""
+    import torch
+
+    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
+    with torch.inference_mode():
+        return cls.execute(**kwargs)
+
+
+def node_module(nodes):
+    """The pack's diffusion node module as ComfyUI imported it."""
+    import sys
+
+    return sys.modules[nodes.NODE_CLASS_MAPPINGS["ASSR_DiffusionDecode"].__module__]
+
+
+def load_family(nodes, models_dir: Path, family: str):
+    """The family's fixture through ComfyUI's own Load Diffusion Model node."""
+    import torch
+
+    name = install(models_dir, family)
+    with torch.inference_mode():
+        return nodes.UNETLoader().load_unet(name, "default")[0]
+
+
+def coded_item(nodes, assr_model, scale: float):
+    """A real 64x64 photograph crop coded at scale ``scale`` (AV1, quality 0.3): a bitstream item."""
+    import numpy as np
+    import torch
+    from skimage import data
+
+    crop = np.ascontiguousarray(data.astronaut()[80:144, 180:244])
+    image = torch.from_numpy(crop).float()[None] / 255
+    (it,) = run_node(
+        nodes, "ASSR_Encode", image=image, model=assr_model, mode="scale + quality", bpp=0.05, scale=scale,
+        quality=0.3, codec="av1", prompt="",
+    )[0]  # fmt: skip
+    return it
+
+
+def _psnr(a, b) -> float:
+    import torch
+
+    return float(10 * torch.log10(1 / (a.float() - b.float()).pow(2).mean()))
+
+
+def consistency_figures(image, it) -> tuple[float, float, float]:
+    """(PSNR of the output downsampled by s vs the file's low-res image, the fidelity decode's, energy above
+    the low-res Nyquist of the output's change from the fidelity decode)."""
+    from assr_eic.diffusion.consistency import band_energy, nyquist
+    from assr_eic.model import load_model
+    from assr_eic.pipeline import decode, downsample
+
+    bs = it.bitstream
+    dec = decode(bs)
+    y, fid = dec.lowres.x_hat.clamp(0, 1), dec.image.clamp(0, 1)
+    net = load_model(None)
+    x = image.movedim(-1, 1).float().cpu()
+    p = _psnr(downsample(net, x, bs.codec, bs.scale_code), y)
+    p_fid = _psnr(downsample(net, fid, bs.codec, bs.scale_code), y)
+    return p, p_fid, band_energy(x - fid, nyquist(fid.shape[-1] / y.shape[-1]))
+
+
+def family_figures(nodes, models_dir: Path, assr_model, item, family: str, realisms=(0.0, 0.5, 1.0)) -> dict:
+    """The family's fixture as ComfyUI detects it, and per realism the consistency figures through the stock
+    KSampler (Prepare + KSampler + VAE Decode + Color Fix, 2 euler steps) and through the all-in-one node."""
+    import torch
+
+    model = load_family(nodes, models_dir, family)
+    fam = node_module(nodes).model_family(model)
+    vae = load_vae(fam.latent_channels)
+    pos, neg = conditioning(family, 1), conditioning(family, 2)
+    out = {
+        "family": family, "config": type(model.model.model_config).__name__, "family_key": fam.key,
+        "model_type": model.model.model_type.name,
+        "parameters_m": sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6,
+        "scale": item.bitstream.scale, "rows": [],
+    }  # fmt: skip
+    for r in realisms:
+        args = dict(
+            model=model, vae=vae, bitstream=[item], assr_model=assr_model, adaptor="none (training-free)",
+            realism=r, factor=1.0, adaptor_strength=1.0, conditioning=pos, negative_conditioning=neg,
+        )  # fmt: skip
+        patched, p_pos, p_neg, latent, denoise, fidelity, hints, cfg = run_node(
+            nodes, "ASSR_DiffusionPrepare", **args
+        ).result
+        with torch.inference_mode():
+            samples = nodes.common_ksampler(patched, FIGURE_SEED, 2, cfg, "euler", "normal", p_pos, p_neg, latent,
+                                            denoise=denoise)[0]["samples"]  # fmt: skip
+            raw = vae.decode(samples)
+        fix = dict(image=raw, reference=fidelity)
+        fixed = run_node(nodes, "ASSR_ColorFix", **fix, method="consistency", hints=hints)[0]
+        p, p_fid, e = consistency_figures(fixed, item)
+        wavelet, _, _ = consistency_figures(run_node(nodes, "ASSR_ColorFix", **fix, method="wavelet")[0], item)
+        out["rows"].append({
+            "path": "ksampler", "realism": r, "cfg": cfg, "latent_channels": latent["samples"].shape[1],
+            "psnr": p, "fidelity_psnr": p_fid, "wavelet_fix_psnr": wavelet, "energy_above_nyquist": e,
+        })  # fmt: skip
+        image, _ = run_node(
+            nodes, "ASSR_DiffusionDecode", **args, seed=FIGURE_SEED, steps=2, cfg=0.0, sampler_name="euler",
+            scheduler="karras", color_fix="consistency", tile_size=0,
+        ).result  # fmt: skip
+        p, p_fid, e = consistency_figures(image, item)
+        out["rows"].append({"path": "all-in-one", "realism": r, "psnr": p, "fidelity_psnr": p_fid,
+                            "energy_above_nyquist": e})  # fmt: skip
+    return out

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import closing
@@ -47,6 +48,25 @@ def make_base(base: Path) -> Path:
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
     return base
+
+
+def import_comfy(root: Path, base: Path):
+    """ComfyUI at ``root`` imported into this process on the CPU (ENVIRONMENT.md's recipe), its folders in the
+    base folder ``base`` (see :func:`make_base`), custom nodes loaded. Returns ComfyUI's ``nodes`` module."""
+    sys.path.insert(0, str(root))
+    import comfy.cli_args  # (ComfyUI's, first on sys.path now)
+
+    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.base_directory = str(base)
+    import folder_paths
+    import utils.install_util  # noqa: F401  (before `nodes`, else comfy/utils.py shadows the utils package)
+
+    if Path(folder_paths.base_path) != base:
+        raise RuntimeError("folder_paths was imported before the base folder was set")
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    return nodes
 
 
 def photo(name: str):

@@ -12,18 +12,12 @@ output (a 256x192 latent) tiled inside one trajectory through the stock KSampler
 
 from __future__ import annotations
 
-import sys
-
 import diffusion_families
-import numpy as np
 import pytest
 import torch
 
 from assr_eic.diffusion import ASSRAdaptor, save_adaptor
-from assr_eic.diffusion.consistency import band_energy, nyquist
 from assr_eic.diffusion.family import FAMILIES, UnknownFamilyError
-from assr_eic.model import load_model
-from assr_eic.pipeline import decode, downsample
 
 pytestmark = pytest.mark.comfy
 
@@ -31,18 +25,8 @@ FAMILY_KEYS = ("sd1", "sd2", "sdxl", "sd3", "flux")
 SEED = 3
 
 
-def run(nodes, node_id: str, **kwargs):
-    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
-    with torch.inference_mode():
-        return cls.execute(**kwargs)
-
-
-def node_module(nodes):
-    return sys.modules[nodes.NODE_CLASS_MAPPINGS["ASSR_DiffusionDecode"].__module__]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1 / (a.float() - b.float()).pow(2).mean()))
+run = diffusion_families.run_node
+node_module = diffusion_families.node_module
 
 
 @pytest.fixture(scope="module")
@@ -56,84 +40,40 @@ def assr_model(nodes):
 
 
 def load_family(nodes, folders, family: str):
-    name = diffusion_families.install(folders["models"], family)
-    with torch.inference_mode():
-        return nodes.UNETLoader().load_unet(name, "default")[0]
+    return diffusion_families.load_family(nodes, folders["models"], family)
 
 
 @pytest.fixture(scope="module")
 def item(nodes, assr_model):
     """A real 64x64 photograph crop coded at s = 4 (a 16x16 low-res image)."""
-    from skimage import data
-
-    crop = np.ascontiguousarray(data.astronaut()[80:144, 180:244])
-    image = torch.from_numpy(crop).float()[None] / 255
-    (it,) = run(
-        nodes, "ASSR_Encode", image=image, model=assr_model, mode="scale + quality", bpp=0.05, scale=4.0,
-        quality=0.3, codec="av1", prompt="",
-    )[0]  # fmt: skip
-    return it
-
-
-def figures(image: torch.Tensor, it) -> tuple[float, float, float]:
-    """(PSNR of the output downsampled by s vs the file's low-res image, the fidelity decode's, energy above
-    the low-res Nyquist of the output's change from the fidelity decode)."""
-    bs = it.bitstream
-    dec = decode(bs)
-    y, fid = dec.lowres.x_hat.clamp(0, 1), dec.image.clamp(0, 1)
-    net = load_model(None)
-    x = image.movedim(-1, 1).float().cpu()
-    p = psnr(downsample(net, x, bs.codec, bs.scale_code), y)
-    p_fid = psnr(downsample(net, fid, bs.codec, bs.scale_code), y)
-    return p, p_fid, band_energy(x - fid, nyquist(fid.shape[-1] / y.shape[-1]))
+    return diffusion_families.coded_item(nodes, assr_model, 4.0)
 
 
 @pytest.mark.parametrize("family", FAMILY_KEYS)
 def test_family_detected_with_its_defaults_and_the_figures_hold(nodes, folders, assr_model, item, family):
     import comfy.model_base
-    import comfy.samplers
 
-    model = load_family(nodes, folders, family)
-    config = type(model.model.model_config).__name__
-    n_params = sum(p.numel() for p in model.model.diffusion_model.parameters())
-    print(f"{family}: ComfyUI detects {config}, {model.model.model_type.name}, {n_params / 1e6:.1f} M parameters")
-    assert config == diffusion_families.CLASS_NAMES[family]
-    fam = node_module(nodes).model_family(model)
-    assert fam is FAMILIES[family]
+    f = diffusion_families.family_figures(nodes, folders["models"], assr_model, item, family)
+    print(f"{family}: ComfyUI detects {f['config']}, {f['model_type']}, {f['parameters_m']:.1f} M parameters")
+    assert f["config"] == diffusion_families.CLASS_NAMES[family]
+    fam = FAMILIES[family]
+    assert f["family_key"] == family
     want_type = {"sd2": "V_PREDICTION", "sd3": "FLOW", "flux": "FLUX"}.get(family, "EPS")
-    assert model.model.model_type == getattr(comfy.model_base.ModelType, want_type)
-    vae = diffusion_families.load_vae(fam.latent_channels)
-    pos, neg = diffusion_families.conditioning(family, 1), diffusion_families.conditioning(family, 2)
+    assert f["model_type"] == getattr(comfy.model_base.ModelType, want_type).name
     energy = {"ksampler": [], "all-in-one": []}
-    for r in (0.0, 0.5, 1.0):
-        args = dict(
-            model=model, vae=vae, bitstream=[item], assr_model=assr_model, adaptor="none (training-free)",
-            realism=r, factor=1.0, adaptor_strength=1.0, conditioning=pos, negative_conditioning=neg,
-        )  # fmt: skip
-        patched, p_pos, p_neg, latent, denoise, fidelity, hints, cfg = run(
-            nodes, "ASSR_DiffusionPrepare", **args
-        ).result
-        assert cfg == fam.cfg and latent["samples"].shape[1] == fam.latent_channels
-        with torch.inference_mode():
-            samples = nodes.common_ksampler(patched, SEED, 2, cfg, "euler", "normal", p_pos, p_neg, latent,
-                                            denoise=denoise)[0]["samples"]  # fmt: skip
-            raw = vae.decode(samples)
-        fixed = run(nodes, "ASSR_ColorFix", image=raw, reference=fidelity, method="consistency", hints=hints)[0]
-        p, p_fid, e = figures(fixed, item)
-        today, _, _ = figures(run(nodes, "ASSR_ColorFix", image=raw, reference=fidelity, method="wavelet")[0], item)
-        print(f"{family} KSampler realism {r}: {p:.2f} dB (fidelity {p_fid:.2f}, wavelet fix {today:.2f}), "
-              f"energy {e:.5f}")  # fmt: skip
-        assert p >= p_fid - 1.0, (family, r, p, p_fid)
-        assert today < p_fid - 3.0, (family, r, today, p_fid)
-        energy["ksampler"].append(e)
-        image, _ = run(
-            nodes, "ASSR_DiffusionDecode", **args, seed=SEED, steps=2, cfg=0.0, sampler_name="euler",
-            scheduler="karras", color_fix="consistency", tile_size=0,
-        ).result  # fmt: skip
-        p, p_fid, e = figures(image, item)
-        print(f"{family} all-in-one realism {r}: {p:.2f} dB (fidelity {p_fid:.2f}), energy {e:.5f}")
-        assert p >= p_fid - 1.0, (family, r, p, p_fid)
-        energy["all-in-one"].append(e)
+    for row in f["rows"]:
+        r, p, p_fid, e = row["realism"], row["psnr"], row["fidelity_psnr"], row["energy_above_nyquist"]
+        if row["path"] == "ksampler":
+            assert row["cfg"] == fam.cfg and row["latent_channels"] == fam.latent_channels
+            today = row["wavelet_fix_psnr"]
+            print(f"{family} KSampler realism {r}: {p:.2f} dB (fidelity {p_fid:.2f}, wavelet fix {today:.2f}), "
+                  f"energy {e:.5f}")  # fmt: skip
+            assert today < p_fid - 3.0, (family, r, today, p_fid)
+        else:
+            print(f"{family} all-in-one realism {r}: {p:.2f} dB (fidelity {p_fid:.2f}), energy {e:.5f}")
+        assert p >= p_fid - 1.0, (family, row["path"], r, p, p_fid)
+        energy[row["path"]].append(e)
+    assert [len(e) for e in energy.values()] == [3, 3]
     for path, e in energy.items():
         assert e[0] < e[1] < e[2], (family, path, e)
 
