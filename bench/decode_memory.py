@@ -2,15 +2,17 @@
 
     python bench/decode_memory.py --out bench/results/decode_memory --tag after
 
-A few bytes can declare a 16384 x 16384 image (issue 21): each file here is a real ``.assr`` file, a
-Bitstream packed around a tiny real payload of the low-res size the header implies (a flat grey frame,
-coded once by the codec itself and cached under ``.cache/decode_memory/``), at the declared size (H, W),
-scale s, both codecs and both decoders (strength 3: the fidelity decoder; 0: plain bicubic). Each
-decode runs in a fresh subprocess through the library ``decompress`` or the CLI (``assr-eic
-decompress``, which also writes the PNG); its peak RSS is the child's high-water mark (``os.wait4``),
-its time the child's wall time. ``base`` is the peak of a process that imports the package and loads the
-model (what every decode pays before touching the file). Writes ``<tag>.json`` and ``<tag>.png``;
-``--formula`` adds, per run, the bound of :mod:`assr_eic.limits` (:func:`~assr_eic.limits.decode_peak_bound`).
+A few bytes can declare a 16384 x 16384 image (issue 21): each file here is a real ``.assr`` file, a Bitstream
+packed around a tiny real payload of the low-res size the header implies (a flat grey frame, coded once by the
+codec itself and cached under ``.cache/decode_memory/``), at the declared size (H, W), scale s, both codecs
+and both decoders (strength 3: the fidelity decoder; 0: plain bicubic). Each decode runs in a fresh subprocess
+through the library ``decompress`` or the CLI (``assr-eic decompress``, which also writes the PNG); its peak
+RSS is the child's high-water mark (``os.wait4``), its time the child's wall time. Linux carries a process's
+high-water mark across fork and exec into the child's, so the files are crafted in a child of their own
+(``--craft``) and this process stays small: its own peak (``parent_peak_mb`` in the JSON) is below every
+figure it reports. ``base`` is the peak of a process that imports the package and loads the model (what every
+decode pays before touching the file). Writes ``<tag>.json`` and ``<tag>.png``; ``--formula`` adds, per run,
+the bound of :mod:`assr_eic.limits` (:func:`~assr_eic.limits.decode_peak_bound`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -170,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-pixels", type=int, default=1 << 28, help="passed to decompress / the CLI where they take it")
     p.add_argument("--formula", action="store_true", help="add the bound of assr_eic.limits.decode_peak_bound")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--craft", nargs=6, help=argparse.SUPPRESS)  # codec H W scale_code strength out
     a = p.parse_args(argv)
     if a.child:
         child_library(a.child, a.max_pixels)
+        return 0
+    if a.craft:
+        codec, H, W, code, strength, dest = a.craft
+        Path(dest).write_bytes(craft(codec, int(H), int(W), int(code), int(strength)))
         return 0
     cases = DEFAULT_CASES
     if a.case:
@@ -188,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for codec, H, W, code in cases:
             for strength in a.strengths:
-                data = craft(codec, H, W, code, strength)
                 path = os.path.join(tmp, f"{codec}-{W}x{H}-{code}-{strength}.assr")
-                Path(path).write_bytes(data)
+                # crafted in a child: encoding a large payload here would raise every later child's figure
+                subprocess.run([sys.executable, __file__, "--craft", codec, str(H), str(W), str(code), str(strength),
+                                path], cwd=ROOT, check=True)  # fmt: skip
+                data = Path(path).read_bytes()
                 for via in a.via:
                     r = run_one(via, path, a.max_pixels)
                     from assr_eic.bitstream import lowres_size
@@ -208,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                             / 2**20,
                             1,
                         )
+                    r["parent_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
                     results.append(r)
                     print(
                         f"{codec:8s} {W}x{H} s={1 + code / 64:.3f} low-res {lw}x{lh} strength {strength} {via:8s} "
