@@ -285,3 +285,16 @@ def test_resume_is_bit_exact_with_ema_warmup_validation_and_the_pair_cache(sd_fo
         assert all(0 < r["val_loss"] < 10 and 0 < r["val_loss_ema"] < 10 for r in val_r)
         assert val_r[0]["val_loss"] != val_r[1]["val_loss"]  # it measures the weights of that step
     assert len(list((tmp_path / "pairs").glob("batch-0-*.safetensors"))) == 4  # 4 batches, made once, reused
+    assert loaded_meta(or_)["family"] == "sd1" and json.loads(loaded_meta(or_)["train_diffusion"])["ema"] == 0.8
+
+
+def test_the_adaptor_records_the_family_of_the_unet_it_was_trained_on(sd_folder):
+    from types import SimpleNamespace
+
+    unet = diffusers.UNet2DConditionModel.from_pretrained(sd_folder / "unet")
+    assert train_diffusion.unet_family(unet.config) == "sd1"
+    assert train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=1024)) == "sd2"
+    assert train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=768)) == "sd1"
+    assert train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=768), "sd2") == "sd2"
+    with pytest.raises(SystemExit, match="SDXL"):
+        train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=2048, addition_embed_type="text_time"))

@@ -140,6 +140,19 @@ class PromptEncoder:
         return torch.cat([self.cache[p] for p in prompts])
 
 
+def unet_family(config, choice: str = "auto") -> str:
+    """The checkpoint family an adaptor trained on this diffusers UNet is for (recorded in the file, checked
+    at patch time): ``choice``, or from the config (1024-wide cross-attention: SD 2.x, else SD 1.x). SDXL's
+    added conditioning is not fed by this trainer, so an SDXL UNet is refused."""
+    if getattr(config, "addition_embed_type", None) is not None:
+        raise SystemExit(
+            "this trainer feeds SD 1.x and SD 2.x UNets; the --sd folder's UNet has SDXL-style added conditioning"
+        )
+    if choice != "auto":
+        return choice
+    return "sd2" if config.cross_attention_dim == 1024 else "sd1"
+
+
 def checkpoints(workdir: Path) -> list[Path]:
     """Complete checkpoints (those with their progress.json), oldest first."""
     cks = [p for p in workdir.glob("checkpoint-*") if (p / "progress.json").is_file()]
@@ -170,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", help="folder of validation photos (default: every 10th training photo)")
     p.add_argument("--val-every", type=int, default=500, help="validation loss every N steps (0: never)")
     p.add_argument("--val-pairs", type=int, default=16, help="fixed validation pairs")
+    p.add_argument("--family", default="auto", choices=["auto", "sd1", "sd2"], help="family recorded in the adaptor")
     p.add_argument("--base-channels", type=int, default=64, help="width of the adaptor's control branch")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     p.add_argument("--grad-checkpointing", action="store_true")
@@ -199,7 +213,8 @@ def _write_adaptor(acc, adaptor, a: argparse.Namespace, step: int, scheduler) ->
             "warmup": a.warmup,
         }
     }
-    save_adaptor(adaptor if a.ema else acc.unwrap_model(adaptor), a.out, meta)
+    module = adaptor if a.ema else acc.unwrap_model(adaptor)
+    save_adaptor(module, a.out, meta)
     print(f"wrote {a.out}", flush=True)
 
 
@@ -248,6 +263,7 @@ class Trainer:
             m.to(acc.device)
         self.prompts = PromptEncoder(tok, te, acc.device)
         adaptor = ASSRAdaptor.for_unet_config(self.unet.config, base_channels=a.base_channels)
+        adaptor.family = unet_family(self.unet.config, a.family)
         if a.grad_checkpointing:
             self.unet.enable_gradient_checkpointing()
             adaptor.enable_gradient_checkpointing()
