@@ -144,3 +144,157 @@ def loaded_meta(path) -> dict:
 
     with safe_open(str(path), framework="pt") as f:
         return f.metadata()
+
+
+# --- the GPU-run features: workers and pair cache, quantised (s, q), prompts, EMA, warm-up, validation, resume
+
+
+def tiny_spec(**kw):
+    from assr_eic.train.diffusion_data import PairSpec, quality_codes, scale_codes
+
+    base = dict(codec="av1", size=64, batch=1, scale_codes=scale_codes("av1", 64, (1.0, 8.0)))
+    base["quality_codes"] = quality_codes("av1", (0.0, 1.0))
+    return PairSpec(**{**base, **kw})
+
+
+def test_sampled_s_and_q_are_the_values_the_encoder_writes(photos):
+    from assr_eic.bitstream import dequantize_quality, dequantize_scale, quantize_quality, quantize_scale
+    from assr_eic.ratecontrol import quality_levels
+
+    spec = tiny_spec(empty_prompt=0.25, prompt="a photo")
+    rng = spec.rng(0)
+    codes = [spec.draw_codes(rng) for _ in range(4000)]
+    s = np.array([dequantize_scale(c) for c, _ in codes])
+    q = np.array([dequantize_quality(c) for _, c in codes])
+    assert s.min() >= 1.0 and s.max() <= 8.0 and q.min() >= 0.0 and q.max() <= 1.0
+    assert all(quantize_scale(v) == c and dequantize_scale(c) == v for v, (c, _) in zip(s, codes, strict=True))
+    assert {c for _, c in codes} == set(quality_levels("av1"))  # every distinct level, nothing between
+    assert all(quantize_quality(v) == c for v, (_, c) in zip(q, codes, strict=True))
+    # log-uniform in s: the share in [1, 2] is log 2 / log 8 = 1/3, in [4, 8] also 1/3
+    assert np.mean(s <= 2.0) == pytest.approx(1 / 3, abs=0.03) and np.mean(s >= 4.0) == pytest.approx(1 / 3, abs=0.03)
+    assert s.min() < 1.05 and s.max() > 7.9
+    narrow = tiny_spec(scale_codes=train_diffusion.scale_codes("av1", 64, (2.0, 3.0)))
+    assert {dequantize_scale(narrow.draw_codes(rng)[0]) for _ in range(500)} <= set(np.arange(2.0, 3.0 + 1e-9, 1 / 64))
+
+    (photos / "coffee.txt").write_text("a cup of coffee\n")
+    try:
+        drawn = [spec.draw_prompt(rng, photos / "coffee.png") for _ in range(4000)]
+        assert np.mean([d == "" for d in drawn]) == pytest.approx(0.25, abs=0.03)
+        assert {d for d in drawn if d} == {"a cup of coffee"}  # the caption beside the photo
+        assert {spec.draw_prompt(rng, photos / "chelsea.png") for _ in range(50)} == {"", "a photo"}
+    finally:
+        (photos / "coffee.txt").unlink()
+
+
+def test_worker_batches_have_distinct_seeds_and_match_the_single_process_stream(photos, model):
+    from assr_eic.train.diffusion_data import PairStream, pair_loader
+
+    spec = tiny_spec(seed=5, batch=2)
+    files = train_diffusion.photo_files(photos)
+    seen = []
+    for workers in (0, 2):
+        it = iter(pair_loader(PairStream(spec, files, model, start=3), workers))
+        seen.append([next(it) for _ in range(4)])
+    assert [b["index"] for b in seen[1]] == [3, 4, 5, 6] and [b["worker"] for b in seen[1]] == [0, 1, 0, 1]
+    seeds = {tuple(spec.rng(b["index"]).bit_generator.seed_seq.entropy) for b in seen[1]}
+    assert len(seeds) == 4
+    for a, b in zip(*seen, strict=True):  # the same data whichever process made it
+        assert a["prompts"] == b["prompts"]
+        for k in ("target", "decoded", "uncertainty", "degradation", "s", "q"):
+            assert torch.equal(a[k], b[k]), k
+    assert not torch.equal(seen[1][0]["target"], seen[1][1]["target"])  # workers 0 and 1 made different crops
+    assert len({(float(b["s"][i]), float(b["q"][i])) for b in seen[1] for i in range(2)}) > 1
+
+
+def test_pair_cache_writes_shards_once_and_reads_them_back(photos, model, tmp_path):
+    from assr_eic.train.diffusion_data import PairStream
+
+    files = train_diffusion.photo_files(photos)
+    spec = tiny_spec(seed=2)
+    made = PairStream(spec, files, model, cache=tmp_path / "c").batch(7)
+    shard = tmp_path / "c" / "batch-0-00000007.safetensors"
+    assert shard.is_file()
+    stamp = shard.stat().st_mtime_ns
+    again = PairStream(spec, files, model, cache=tmp_path / "c").batch(7)
+    assert shard.stat().st_mtime_ns == stamp and again["prompts"] == made["prompts"]
+    assert all(torch.equal(made[k], again[k]) for k in ("target", "decoded", "s", "q"))
+    with pytest.raises(SystemExit, match="other settings"):
+        PairStream(tiny_spec(seed=3), files, model, cache=tmp_path / "c")
+
+
+def test_ema_equals_its_formula_after_three_steps():
+    m = torch.nn.Linear(3, 2)
+    ps = [torch.randn(2, 3, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    with torch.no_grad():
+        m.weight.copy_(ps[0])
+    ema = train_diffusion.EMA(m, 0.9)
+    for p in ps[1:]:
+        with torch.no_grad():
+            m.weight.copy_(p)
+        ema.update(m)
+    d = 0.9
+    expected = d**3 * ps[0] + (1 - d) * (d**2 * ps[1] + d * ps[2] + ps[3])
+    assert torch.allclose(ema.module.weight, expected, atol=1e-6)
+    assert not torch.allclose(ema.module.weight, ps[3], atol=1e-2)
+    with pytest.raises(SystemExit):
+        train_diffusion.EMA(m, 1.0)
+
+
+def test_warmup_learning_rates_per_step():
+    lrs = [train_diffusion.warmup_lr(i, 1e-3, 4) for i in range(6)]
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert train_diffusion.warmup_lr(0, 1e-3, 0) == 1e-3
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.mark.slow  # about 1-3 minutes here: six short runs
+def test_resume_is_bit_exact_with_ema_warmup_validation_and_the_pair_cache(sd_folder, photos, model_path, tmp_path):
+    base = ["--sd", str(sd_folder), "--data", str(photos), "--model", model_path, "--size", "64", "--batch", "1"]
+    base += ["--lr", "1e-3", "--base-channels", "8", "--seed", "4", "--ema", "0.8", "--warmup", "3"]
+    base += ["--log-every", "1", "--save-every", "2", "--val-every", "2", "--val-pairs", "2"]
+    for cache in (None, tmp_path / "pairs"):
+        extra = ["--pair-cache", str(cache)] if cache else []
+        runs = {}
+        for name, stops in (("straight", [4]), ("resumed", [2, 4])):
+            work, out = tmp_path / f"{name}-{cache is not None}", tmp_path / f"{name}-{cache is not None}.st"
+            for n in stops:
+                args = [*base, *extra, "--workdir", str(work), "--out", str(out), "--steps", str(n)]
+                assert train_diffusion.main(args) == 0
+            runs[name] = (work, out)
+        (ws, os_), (wr, or_) = runs["straight"], runs["resumed"]
+        a, b = _weights(os_), _weights(or_)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the EMA adaptor
+        raw_a, raw_b = (
+            _weights(ws / "checkpoint-4" / "model.safetensors"),
+            _weights(wr / "checkpoint-4" / "model.safetensors"),
+        )
+        assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
+        assert any(not torch.equal(a[k], raw_a[k]) for k in a)  # the file holds the EMA, not the raw weights
+        log = read_log(wr / "log.jsonl")
+        assert [r["step"] for r in log] == [1, 2, 3, 4] and read_log(ws / "log.jsonl") == [
+            {**r, "seconds": s["seconds"]} for r, s in zip(log, read_log(ws / "log.jsonl"), strict=True)
+        ]
+        assert [r["lr"] for r in log] == pytest.approx([train_diffusion.warmup_lr(i, 1e-3, 3) for i in range(4)])
+        val_s, val_r = read_log(ws / "val.jsonl"), read_log(wr / "val.jsonl")
+        assert [r["step"] for r in val_r] == [2, 4] and val_s == val_r  # recorded, deterministic
+        assert all(0 < r["val_loss"] < 10 and 0 < r["val_loss_ema"] < 10 for r in val_r)
+        assert val_r[0]["val_loss"] != val_r[1]["val_loss"]  # it measures the weights of that step
+    assert len(list((tmp_path / "pairs").glob("batch-0-*.safetensors"))) == 4  # 4 batches, made once, reused
+    assert loaded_meta(or_)["family"] == "sd1" and json.loads(loaded_meta(or_)["train_diffusion"])["ema"] == 0.8
+
+
+def test_the_adaptor_records_the_family_of_the_unet_it_was_trained_on(sd_folder):
+    from types import SimpleNamespace
+
+    unet = diffusers.UNet2DConditionModel.from_pretrained(sd_folder / "unet")
+    assert train_diffusion.unet_family(unet.config) == "sd1"
+    assert train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=1024)) == "sd2"
+    assert train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=768)) == "sd1"
+    assert train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=768), "sd2") == "sd2"
+    with pytest.raises(SystemExit, match="SDXL"):
+        train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=2048, addition_embed_type="text_time"))

@@ -19,83 +19,28 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
-import math
-import random
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ..bitstream import CODECS
-from ..diffusion import ASSRAdaptor, Degradation, save_adaptor, uncertainty_map
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def photo_files(folder: Path) -> list[Path]:
-    """Training photos in ``folder`` (never the Kodak evaluation crops)."""
-    files = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"no training photos in {folder}; run: python -m assr_eic.train.fetch --cache .cache/data")
-    return files
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def random_crop(img: np.ndarray, size: int, rng: random.Random) -> torch.Tensor:
-    """A random ``size`` x ``size`` crop (the photo is upscaled first if smaller), random flip: (1, 3, S, S)."""
-    x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float() / 255
-    h, w = x.shape[-2:]
-    if min(h, w) < size:
-        f = size / min(h, w)
-        x = F.interpolate(x, size=(max(size, round(h * f)), max(size, round(w * f))), mode="bicubic").clamp(0, 1)
-        h, w = x.shape[-2:]
-    y0, x0 = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
-    x = x[..., y0 : y0 + size, x0 : x0 + size]
-    return x.flip(-1) if rng.random() < 0.5 else x
-
-
-def make_pair(model, x: torch.Tensor, codec: str, s: float, q: float) -> dict[str, torch.Tensor]:
-    """Compress ``x`` at (s, q) with our pipeline and decode it: the adaptor's inputs and the target image."""
-    from ..bitstream import quantize_quality, quantize_scale
-    from ..pipeline import encode_at, reconstruct
-
-    enc = encode_at(model, x, codec, quantize_scale(s), quantize_quality(q))
-    fidelity = reconstruct(model, enc.bitstream, enc.lowres).clamp(0, 1)
-    unc = uncertainty_map(enc.lowres.x_hat, enc.lowres)
-    unc = F.interpolate(unc, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    deg = Degradation.from_bitstream(enc.bitstream).vector()[None]
-    return {"target": x, "decoded": fidelity, "uncertainty": unc, "degradation": deg}
-
-
-class PairMaker:
-    """Endless (target, decoded, uncertainty, degradation) samples from random crops at random (s, q)."""
-
-    def __init__(self, images: list[np.ndarray], model, codec: str, size: int, s_range, q_range, seed: int) -> None:
-        self.images, self.model, self.codec, self.size = images, model, codec, size
-        self.s_range, self.q_range = s_range, q_range
-        self.rng = random.Random(seed)
-
-    def sample(self) -> dict[str, torch.Tensor]:
-        img = self.images[self.rng.randrange(len(self.images))]
-        x = random_crop(img, self.size, self.rng)
-        # log-uniform scale (bits fall as 1/s^2), uniform quality
-        s = math.exp(self.rng.uniform(math.log(self.s_range[0]), math.log(self.s_range[1])))
-        q = self.rng.uniform(*self.q_range)
-        return make_pair(self.model, x, self.codec, s, q)
-
-    def batch(self, n: int) -> dict[str, torch.Tensor]:
-        items = [self.sample() for _ in range(n)]
-        return {k: torch.cat([it[k] for it in items]) for k in items[0]}
+from ..diffusion import ASSRAdaptor, save_adaptor
+from .diffusion_data import (  # noqa: F401  (make_pair, photo_files, read_rgb: public here as before)
+    PairSpec,
+    PairStream,
+    make_pair,
+    pair_loader,
+    photo_files,
+    quality_codes,
+    read_rgb,
+    scale_codes,
+)
 
 
 def load_sd(folder: Path, dtype: torch.dtype):
@@ -151,6 +96,63 @@ def diffusion_loss(unet, adaptor, scheduler, latents, batch, ehs, noise, timeste
     return F.mse_loss(pred.float(), target.float())
 
 
+class EMA:
+    """Exponential moving average of a module's weights: after each step ``e = d * e + (1 - d) * p``."""
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise SystemExit(f"--ema must be in (0, 1) (or 0 for none), got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(module).requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for e, p in zip(self.module.parameters(), module.parameters(), strict=True):
+            e.mul_(self.decay).add_(p.detach().to(e.dtype), alpha=1.0 - self.decay)
+        for e, b in zip(self.module.buffers(), module.buffers(), strict=True):
+            e.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
+def warmup_lr(step: int, base: float, warmup: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear from base/warmup up to base, then base."""
+    return base if warmup <= 0 else base * min(1.0, (step + 1) / warmup)
+
+
+class PromptEncoder:
+    """Text conditioning for a list of prompts, each distinct prompt encoded once (a bounded cache)."""
+
+    def __init__(self, tokenizer, text_encoder, device, limit: int = 1024) -> None:
+        self.tokenizer, self.text_encoder, self.device, self.limit = tokenizer, text_encoder, device, limit
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        for p in prompts:
+            if p not in self.cache:
+                if len(self.cache) >= self.limit:
+                    self.cache.clear()
+                self.cache[p] = encode_prompt(self.tokenizer, self.text_encoder, p, self.device)
+        return torch.cat([self.cache[p] for p in prompts])
+
+
+def unet_family(config, choice: str = "auto") -> str:
+    """The checkpoint family an adaptor trained on this diffusers UNet is for (recorded in the file, checked
+    at patch time): ``choice``, or from the config (1024-wide cross-attention: SD 2.x, else SD 1.x). SDXL's
+    added conditioning is not fed by this trainer, so an SDXL UNet is refused."""
+    if getattr(config, "addition_embed_type", None) is not None:
+        raise SystemExit(
+            "this trainer feeds SD 1.x and SD 2.x UNets; the --sd folder's UNet has SDXL-style added conditioning"
+        )
+    if choice != "auto":
+        return choice
+    return "sd2" if config.cross_attention_dim == 1024 else "sd1"
+
+
 def checkpoints(workdir: Path) -> list[Path]:
     """Complete checkpoints (those with their progress.json), oldest first."""
     cks = [p for p in workdir.glob("checkpoint-*") if (p / "progress.json").is_file()]
@@ -164,15 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="assr-eic codec model file (default: the shipped model)")
     p.add_argument("--codec", default="av1", choices=CODECS)
     p.add_argument("--out", required=True, help="adaptor safetensors file to write")
-    p.add_argument("--workdir", default=".cache/train/diffusion", help="checkpoints and log (resumable)")
+    p.add_argument("--workdir", default=".cache/train/diffusion", help="checkpoints and logs (resumable)")
     p.add_argument("--steps", type=int, default=10000)
     p.add_argument("--batch", type=int, default=4, help="per process")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--size", type=int, default=512, help="training crop side in pixels (a multiple of 8)")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--scale-range", type=float, nargs=2, default=(2.0, 8.0))
-    p.add_argument("--quality-range", type=float, nargs=2, default=(0.0, 0.8))
-    p.add_argument("--prompt", default="", help="text conditioning during training (the bitstream's prompt slot)")
+    p.add_argument("--warmup", type=int, default=0, help="linear learning-rate warm-up over this many steps")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the written adaptor's weights (0: none)")
+    p.add_argument("--scale-range", type=float, nargs=2, default=(1.0, 8.0), help="s, as stored scale codes")
+    p.add_argument("--quality-range", type=float, nargs=2, default=(0.0, 1.0), help="q, as codec quality levels")
+    p.add_argument("--prompt", default="", help="prompt of photos without a NAME.txt caption beside them")
+    p.add_argument("--empty-prompt", type=float, default=0.5, help="share of samples trained with an empty prompt")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes making pairs (0: the main one)")
+    p.add_argument("--pair-cache", help="folder of pair shards: written on first use, read back after")
+    p.add_argument("--val-images", help="folder of validation photos (default: every 10th training photo)")
+    p.add_argument("--val-every", type=int, default=500, help="validation loss every N steps (0: never)")
+    p.add_argument("--val-pairs", type=int, default=16, help="fixed validation pairs")
+    p.add_argument("--family", default="auto", choices=["auto", "sd1", "sd2"], help="family recorded in the adaptor")
     p.add_argument("--base-channels", type=int, default=64, help="width of the adaptor's control branch")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     p.add_argument("--grad-checkpointing", action="store_true")
@@ -185,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_adaptor(acc, adaptor, a: argparse.Namespace, step: int, scheduler) -> None:
-    """The trained adaptor as one safetensors file, recording how it was trained."""
+    """The trained adaptor (its EMA weights where ``--ema`` is set) as one safetensors file, recording how
+    it was trained."""
     meta = {
         "train_diffusion": {
             "steps": step,
@@ -194,10 +206,217 @@ def _write_adaptor(acc, adaptor, a: argparse.Namespace, step: int, scheduler) ->
             "codec": a.codec,
             "size": a.size,
             "prompt": a.prompt,
+            "empty_prompt": a.empty_prompt,
+            "scale_range": list(a.scale_range),
+            "quality_range": list(a.quality_range),
+            "ema": a.ema,
+            "warmup": a.warmup,
         }
     }
-    save_adaptor(acc.unwrap_model(adaptor), a.out, meta)
+    module = adaptor if a.ema else acc.unwrap_model(adaptor)
+    save_adaptor(module, a.out, meta)
     print(f"wrote {a.out}", flush=True)
+
+
+def split_photos(a: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """(training photos, validation photos): ``--val-images``, else every 10th photo held out (none of one)."""
+    photos = photo_files(a.data)
+    if a.val_images:
+        return photos, photo_files(a.val_images)
+    if len(photos) < 2:
+        return photos, []
+    held = photos[::10]
+    return [p for p in photos if p not in held], held
+
+
+def pair_spec(a: argparse.Namespace, rank: int) -> PairSpec:
+    if not 0.0 <= a.empty_prompt <= 1.0:
+        raise SystemExit(f"--empty-prompt must be in [0, 1], got {a.empty_prompt}")
+    return PairSpec(
+        a.codec,
+        a.size,
+        a.batch,
+        scale_codes(a.codec, a.size, tuple(a.scale_range)),
+        quality_codes(a.codec, tuple(a.quality_range)),
+        a.prompt,
+        a.empty_prompt,
+        a.seed,
+        rank,
+    )
+
+
+def sample_latents(vae, target: torch.Tensor, dtype, gen: torch.Generator | None) -> torch.Tensor:
+    """VAE latents of images in [0, 1]: a sample of the posterior drawn from ``gen`` (None: its mean)."""
+    dist = vae.encode((target * 2 - 1).to(dtype)).latent_dist
+    lat = dist.mean if gen is None else dist.sample(generator=gen)
+    return lat.float() * vae.config.scaling_factor
+
+
+class Trainer:
+    """The frozen SD parts, the adaptor, its optimizer, EMA and generators, and one training step."""
+
+    def __init__(self, a: argparse.Namespace, acc) -> None:
+        self.a, self.acc = a, acc
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(a.mixed_precision, torch.float32)
+        self.unet, self.vae, te, tok, self.scheduler = load_sd(Path(a.sd), self.dtype)
+        for m in (self.unet, self.vae, te):
+            m.to(acc.device)
+        self.prompts = PromptEncoder(tok, te, acc.device)
+        adaptor = ASSRAdaptor.for_unet_config(self.unet.config, base_channels=a.base_channels)
+        adaptor.family = unet_family(self.unet.config, a.family)
+        if a.grad_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            adaptor.enable_gradient_checkpointing()
+        adaptor.train()
+        self.ema = EMA(adaptor, a.ema) if a.ema else None
+        opt = torch.optim.AdamW(adaptor.parameters(), lr=warmup_lr(0, a.lr, a.warmup), weight_decay=1e-2)
+        self.adaptor, self.opt = acc.prepare(adaptor, opt)
+        if self.ema is not None:
+            self.ema.module.to(acc.device)
+        # the generator of VAE posterior samples, noise and timesteps (saved in every checkpoint)
+        self.gen = torch.Generator(device=acc.device).manual_seed(a.seed * 1009 + acc.process_index)
+
+    def noised(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latents, noise, timesteps) for a training batch, all drawn from the trainer's generator."""
+        with torch.no_grad():
+            lat = sample_latents(self.vae, batch["target"], self.dtype, self.gen)
+        noise = torch.randn(lat.shape, generator=self.gen, device=lat.device)
+        T = self.scheduler.config.num_train_timesteps
+        t = torch.randint(0, T, (lat.shape[0],), generator=self.gen, device=lat.device).long()
+        return lat, noise, t
+
+    def step(self, step: int, batch: dict, lat, noise, t) -> torch.Tensor:
+        """One optimizer (micro-)step at the warm-up learning rate; the EMA follows each synced step."""
+        acc = self.acc
+        for g in self.opt.param_groups:
+            g["lr"] = warmup_lr(step, self.a.lr, self.a.warmup)
+        with acc.accumulate(self.adaptor):
+            with acc.autocast():
+                ehs = self.prompts(batch["prompts"])
+                loss = diffusion_loss(self.unet, self.adaptor, self.scheduler, lat, batch, ehs, noise, t)
+            acc.backward(loss)
+            if acc.sync_gradients:
+                acc.clip_grad_norm_(self.adaptor.parameters(), 1.0)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        if acc.sync_gradients and self.ema is not None:
+            self.ema.update(acc.unwrap_model(self.adaptor))
+        return loss
+
+    def save(self, ck: Path, step: int) -> None:
+        """A checkpoint: accelerate's state (weights, optimizer, global RNGs), then the EMA and generator."""
+        acc = self.acc
+        acc.save_state(str(ck))
+        extra = {"gen": self.gen.get_state(), "ema": self.ema.state_dict() if self.ema else None, "step": step}
+        torch.save(extra, ck / f"trainer-{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (ck / "progress.json").write_text(json.dumps({"step": step}))
+
+    def load(self, ck: Path) -> int:
+        """Resume from ``ck``; returns its step."""
+        self.acc.load_state(str(ck))
+        extra_path = ck / f"trainer-{self.acc.process_index}.pt"
+        if extra_path.is_file():  # checkpoints written before the EMA and the generator were saved lack it
+            extra = torch.load(extra_path, map_location="cpu", weights_only=False)
+            self.gen.set_state(extra["gen"])
+            if self.ema is not None and extra["ema"] is not None:
+                self.ema.load_state_dict(extra["ema"])
+                return json.loads((ck / "progress.json").read_text())["step"]
+        if self.ema is not None:  # no EMA saved: it starts from the resumed weights
+            self.ema = EMA(self.acc.unwrap_model(self.adaptor), self.a.ema)
+        return json.loads((ck / "progress.json").read_text())["step"]
+
+
+def _log(path: Path, rec: dict) -> None:
+    print(json.dumps(rec), flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+class Validation:
+    """The diffusion loss on fixed pairs with fixed noise and evenly spread timesteps, so that every point
+    of the curve (``val.jsonl`` beside the checkpoints) is comparable; the EMA weights where there are."""
+
+    def __init__(self, trainer: Trainer, spec: PairSpec, photos: list[Path], codec_model, count: int) -> None:
+        self.trainer = trainer
+        vspec = dataclasses.replace(spec, batch=1, rank=0, seed=spec.seed + 1)
+        self.batches = [PairStream(vspec, photos, codec_model).batch(i) for i in range(count)]
+        T = trainer.scheduler.config.num_train_timesteps
+        self.timesteps = torch.linspace(0, T - 1, count).round().long()
+        self.noise: list[torch.Tensor | None] = [None] * count  # drawn on first use (the latent shape)
+        self.gen = torch.Generator().manual_seed(spec.seed)
+
+    @torch.no_grad()
+    def loss(self, adaptor) -> float:
+        """The mean validation loss of ``adaptor`` (in eval mode, restored to train mode after)."""
+        tr, dev = self.trainer, self.trainer.acc.device
+        was = adaptor.training
+        adaptor.eval()
+        total = 0.0
+        for i, b in enumerate(self.batches):
+            batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
+            lat = sample_latents(tr.vae, batch["target"], tr.dtype, None)
+            if self.noise[i] is None:
+                self.noise[i] = torch.randn(lat.shape, generator=self.gen).to(dev)
+            t = self.timesteps[i : i + 1].to(dev)
+            with tr.acc.autocast():
+                ehs = tr.prompts(batch["prompts"])
+                total += diffusion_loss(tr.unet, adaptor, tr.scheduler, lat, batch, ehs, self.noise[i], t).item()
+        adaptor.train(was)
+        return total / len(self.batches)
+
+    def record(self, step: int, path: Path) -> dict:
+        tr = self.trainer
+        rec = {"step": step, "val_loss": self.loss(tr.acc.unwrap_model(tr.adaptor))}
+        if tr.ema is not None:
+            rec["val_loss_ema"] = self.loss(tr.ema.module)
+        _log(path, rec)
+        return rec
+
+
+def _checkpoint(tr: Trainer, workdir: Path, step: int) -> None:
+    tr.save(workdir / f"checkpoint-{step}", step)
+    if tr.acc.is_main_process:
+        for old in checkpoints(workdir)[:-2]:
+            shutil.rmtree(old)
+
+
+def train(a: argparse.Namespace, acc, tr: Trainer, codec_model) -> int:
+    """The training loop from the newest checkpoint in ``--workdir`` (or step 0) to ``--steps``."""
+    workdir = Path(a.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ck = checkpoints(workdir)[-1] if checkpoints(workdir) else None
+    step = tr.load(ck) if ck is not None else 0
+    if ck is not None:
+        acc.print(f"resumed from {ck} at step {step}")
+    photos, val_photos = split_photos(a)
+    spec = pair_spec(a, acc.process_index)
+    stream = PairStream(spec, photos, codec_model, start=step * a.grad_accum, cache=a.pair_cache)
+    val = None
+    batches = iter(pair_loader(stream, a.workers))
+    fixed, t0 = None, time.perf_counter()
+    while step < a.steps:
+        if fixed is None:
+            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+            noised = tr.noised(batch)
+            fixed = (batch, noised) if a.overfit else None
+        batch, noised = fixed if a.overfit else (batch, noised)
+        loss = tr.step(step, batch, *noised)
+        if not acc.sync_gradients:
+            continue
+        step += 1
+        loss_v = acc.gather(loss.detach()[None]).mean().item()
+        if acc.is_main_process and (step % a.log_every == 0 or step == 1 or step == a.steps):
+            lr = tr.opt.param_groups[0]["lr"]
+            rec = {"step": step, "loss": loss_v, "lr": lr, "seconds": round(time.perf_counter() - t0, 2)}
+            _log(workdir / "log.jsonl", rec)
+        if a.val_every and step % a.val_every == 0 and val_photos and acc.is_main_process:
+            val = val or Validation(tr, spec, val_photos, codec_model, a.val_pairs)
+            val.record(step, workdir / "val.jsonl")
+        if step % a.save_every == 0 or step == a.steps:
+            _checkpoint(tr, workdir, step)
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,78 +432,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..model import load_model
 
-    workdir = Path(a.workdir)
     acc = Accelerator(mixed_precision=a.mixed_precision, gradient_accumulation_steps=a.grad_accum)
     set_seed(a.seed + acc.process_index)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(a.mixed_precision, torch.float32)
-    unet, vae, text_encoder, tokenizer, scheduler = load_sd(Path(a.sd), weight_dtype)
-    unet.to(acc.device)
-    vae.to(acc.device)
-    text_encoder.to(acc.device)
-    adaptor = ASSRAdaptor.for_unet_config(unet.config, base_channels=a.base_channels)
-    if a.grad_checkpointing:
-        unet.enable_gradient_checkpointing()
-        adaptor.enable_gradient_checkpointing()
-    adaptor.train()
-    opt = torch.optim.AdamW(adaptor.parameters(), lr=a.lr, weight_decay=1e-2)
-    adaptor, opt = acc.prepare(adaptor, opt)
-
-    codec_model = load_model(a.model)
-    images = [read_rgb(f) for f in photo_files(a.data)]
-    pairs = PairMaker(images, codec_model, a.codec, a.size, a.scale_range, a.quality_range, a.seed + acc.process_index)
-    ehs0 = encode_prompt(tokenizer, text_encoder, a.prompt, acc.device)
-    sf = vae.config.scaling_factor
-    T = scheduler.config.num_train_timesteps
-
-    step = 0
-    workdir.mkdir(parents=True, exist_ok=True)
-    ck = checkpoints(workdir)[-1] if checkpoints(workdir) else None
-    if ck is not None:
-        acc.load_state(str(ck))
-        step = json.loads((ck / "progress.json").read_text())["step"]
-        acc.print(f"resumed from {ck} at step {step}")
-    fixed = None
-    log_path = workdir / "log.jsonl"
-    t0 = time.perf_counter()
-    while step < a.steps:
-        if a.overfit and fixed is not None:
-            batch, noise, timesteps = fixed
-        else:
-            batch = {k: v.to(acc.device) for k, v in pairs.batch(a.batch).items()}
-            with torch.no_grad():
-                lat = vae.encode((batch["target"] * 2 - 1).to(weight_dtype)).latent_dist.sample() * sf
-            batch["latents"] = lat.float()
-            noise = torch.randn_like(batch["latents"])
-            timesteps = torch.randint(0, T, (a.batch,), device=acc.device).long()
-            if a.overfit:
-                fixed = (batch, noise, timesteps)
-        with acc.accumulate(adaptor):
-            with acc.autocast():
-                ehs = ehs0.expand(a.batch, -1, -1)
-                loss = diffusion_loss(unet, adaptor, scheduler, batch["latents"], batch, ehs, noise, timesteps)
-            acc.backward(loss)
-            if acc.sync_gradients:
-                acc.clip_grad_norm_(adaptor.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if acc.sync_gradients:
-            step += 1
-            loss_v = acc.gather(loss.detach()[None]).mean().item()
-            if acc.is_main_process and (step % a.log_every == 0 or step == 1 or step == a.steps):
-                rec = {"step": step, "loss": loss_v, "seconds": round(time.perf_counter() - t0, 2)}
-                print(json.dumps(rec), flush=True)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-            if step % a.save_every == 0 or step == a.steps:
-                ck = workdir / f"checkpoint-{step}"
-                acc.save_state(str(ck))
-                if acc.is_main_process:
-                    (ck / "progress.json").write_text(json.dumps({"step": step}))
-                    for old in checkpoints(workdir)[:-2]:
-                        shutil.rmtree(old)
+    tr = Trainer(a, acc)
+    step = train(a, acc, tr, load_model(a.model))
     acc.wait_for_everyone()
     if acc.is_main_process:
-        _write_adaptor(acc, adaptor, a, step, scheduler)
+        _write_adaptor(acc, tr.ema.module if tr.ema else tr.adaptor, a, step, tr.scheduler)
     return 0
 
 
