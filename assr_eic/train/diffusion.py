@@ -317,15 +317,20 @@ class Trainer:
         """Resume from ``ck``; returns its step."""
         self.acc.load_state(str(ck))
         extra_path = ck / f"trainer-{self.acc.process_index}.pt"
-        if extra_path.is_file():  # checkpoints written before the EMA and the generator were saved lack it
-            extra = torch.load(extra_path, map_location="cpu", weights_only=False)
+        # checkpoints written before the EMA and the generator were saved lack the file
+        extra = torch.load(extra_path, map_location="cpu", weights_only=False) if extra_path.is_file() else {}
+        if "gen" in extra:
             self.gen.set_state(extra["gen"])
-            if self.ema is not None and extra["ema"] is not None:
-                self.ema.load_state_dict(extra["ema"])
-                return json.loads((ck / "progress.json").read_text())["step"]
-        if self.ema is not None:  # no EMA saved: it starts from the resumed weights
+        if self.ema is not None and extra.get("ema") is not None:
+            self.ema.load_state_dict(extra["ema"])
+        elif self.ema is not None:  # no EMA saved: it starts from the resumed weights
             self.ema = EMA(self.acc.unwrap_model(self.adaptor), self.a.ema)
         return json.loads((ck / "progress.json").read_text())["step"]
+
+
+def to_device(batch: dict, device) -> dict:
+    """A pair batch with its tensors on ``device`` (its prompts stay as they are)."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def _log(path: Path, rec: dict) -> None:
@@ -355,7 +360,7 @@ class Validation:
         adaptor.eval()
         total = 0.0
         for i, b in enumerate(self.batches):
-            batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in b.items()}
+            batch = to_device(b, dev)
             lat = sample_latents(tr.vae, batch["target"], tr.dtype, None)
             if self.noise[i] is None:
                 self.noise[i] = torch.randn(lat.shape, generator=self.gen).to(dev)
@@ -398,7 +403,7 @@ def train(a: argparse.Namespace, acc, tr: Trainer, codec_model) -> int:
     fixed, t0 = None, time.perf_counter()
     while step < a.steps:
         if fixed is None:
-            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+            batch = to_device(next(batches), acc.device)
             noised = tr.noised(batch)
             fixed = (batch, noised) if a.overfit else None
         batch, noised = fixed if a.overfit else (batch, noised)
