@@ -5,9 +5,29 @@
 //    built-in upload widget only takes images, audio and video;
 //  - Save ASSR Bitstream shows a download link per saved file, served by ComfyUI's own /view route
 //    (so a remote or cloud ComfyUI hands the .assr to the browser), and an "embed in workflow" button
-//    that adds an ASSR Embedded Bitstream node holding the file as text (a shared workflow then carries it).
+//    that adds an ASSR Embedded Bitstream node holding the file as text (a shared workflow then carries it);
+//  - an .assr file dropped on the canvas (not on a node) opens the pack's decode template in a new tab with
+//    Load ASSR Bitstream holding the file, so Run decodes it (ComfyUI alone says "Unable to find workflow").
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+
+// The pack's folder as ComfyUI serves it (/extensions/<folder>/assr_eic.js); its templates are served under
+// /api/workflow_templates/<folder>/ whatever name the user cloned it as.
+const PACK = decodeURIComponent(new URL(import.meta.url).pathname.split("/").slice(-2)[0]);
+const DECODE_TEMPLATE = "2 Decode an ASSR file at any size"; // example_workflows/<this>.json
+
+// ComfyUI lists a pack's templates in its folder's directory order (random on most file systems): list ours by
+// their numbered names, simplest first.
+const getWorkflowTemplates = api.getWorkflowTemplates?.bind(api);
+if (getWorkflowTemplates) {
+  api.getWorkflowTemplates = async () => {
+    const all = await getWorkflowTemplates();
+    if (Array.isArray(all?.[PACK])) {
+      all[PACK] = [...all[PACK]].sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+    }
+    return all;
+  };
+}
 
 const INFO = "assr_info";
 const UPLOAD = "upload .assr file";
@@ -86,7 +106,8 @@ function showReport(node, report) {
   if (report.files) showDownloads(node, report.files, report.texts);
 }
 
-async function uploadBitstream(node, file) {
+// Store ``file`` in ComfyUI's input folder; returns the name Load ASSR Bitstream lists it under.
+async function uploadFile(file) {
   if (!file.name.toLowerCase().endsWith(".assr")) {
     throw new Error(`${file.name} is not an .assr file`);
   }
@@ -96,8 +117,13 @@ async function uploadBitstream(node, file) {
   const resp = await api.fetchApi("/upload/image", { method: "POST", body });
   if (resp.status !== 200) throw new Error(`upload failed: ${resp.status} ${resp.statusText}`);
   const data = await resp.json();
-  const name = data.subfolder ? `${data.subfolder}/${data.name}` : data.name;
-  const combo = node.widgets.find((w) => w.name === "bitstream");
+  return data.subfolder ? `${data.subfolder}/${data.name}` : data.name;
+}
+
+// Point Load ASSR Bitstream ``node`` at the input file ``name``.
+function selectBitstream(node, name) {
+  const combo = node.widgets?.find((w) => w.name === "bitstream");
+  if (!combo) throw new Error(`${node.type} has no bitstream widget`);
   if (!combo.options.values.includes(name)) {
     combo.options.values = [...combo.options.values, name].sort();
   }
@@ -105,6 +131,10 @@ async function uploadBitstream(node, file) {
   combo.callback?.(name);
   node.setDirtyCanvas(true, true);
   return name;
+}
+
+async function uploadBitstream(node, file) {
+  return selectBitstream(node, await uploadFile(file));
 }
 
 function addUploadWidget(node) {
@@ -138,6 +168,36 @@ function addUploadWidget(node) {
     return true;
   };
 }
+
+// Upload ``file`` and open the decode template in a new tab with Load ASSR Bitstream set to it. The upload
+// comes first: a refused file leaves every open workflow as it was.
+async function openDecodeWorkflow(file) {
+  const url = `/workflow_templates/${encodeURIComponent(PACK)}/${encodeURIComponent(DECODE_TEMPLATE)}.json`;
+  const resp = await api.fetchApi(url);
+  if (resp.status !== 200) throw new Error(`the decode workflow of ${PACK} is missing (${resp.status})`);
+  const workflow = await resp.json();
+  const name = await uploadFile(file);
+  await app.loadGraphData(workflow, true, true, file.name.replace(/\.assr$/i, ""));
+  const load = app.graph._nodes.find((n) => n.type === "ASSR_LoadBitstream");
+  if (!load) throw new Error("the decode workflow has no Load ASSR Bitstream node");
+  return selectBitstream(load, name);
+}
+
+// Capture phase, so this runs before ComfyUI's own drop handler (which then sees defaultPrevented); a drop
+// on a node (Load ASSR Bitstream's own onDragDrop) and drops without an .assr file are left to ComfyUI.
+document.addEventListener(
+  "drop",
+  (e) => {
+    const files = [...(e.dataTransfer?.files ?? [])].filter((f) => f.name.toLowerCase().endsWith(".assr"));
+    if (!files.length || app.dragOverNode) return;
+    e.preventDefault();
+    e.stopPropagation();
+    (async () => {
+      for (const file of files) await openDecodeWorkflow(file);
+    })().catch((err) => alert(err.message));
+  },
+  true,
+);
 
 app.registerExtension({
   name: "assr_eic.nodes",

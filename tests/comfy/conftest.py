@@ -43,8 +43,14 @@ def folders(comfy_inproc):
 
 
 @pytest.fixture(scope="session")
-def server(comfy_root, tmp_path_factory):
-    """The real ComfyUI server with the pack in custom_nodes/ and the photographs in its input folder."""
+def server(comfy_0375_server):
+    """The real ComfyUI server (0.3.75) with the pack in custom_nodes/ and the photographs in its input
+    folder. Modules whose tests run on every version override it with ``comfy_server``."""
+    return comfy_0375_server
+
+
+@pytest.fixture(scope="session")
+def comfy_0375_server(comfy_root, tmp_path_factory):
     base = harness.make_base(tmp_path_factory.mktemp("comfy-server"))
     harness.put_photos(base / "input")
     srv = harness.ComfyServer(base).start()
@@ -58,6 +64,32 @@ def server(comfy_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def object_info(server) -> dict:
     return server.get("/object_info")
+
+
+@pytest.fixture(scope="session", params=harness.COMFY_VERSIONS, ids=lambda v: f"comfyui-{v}")
+def comfy(request) -> harness.Comfy:
+    """Each ComfyUI version the real-server and browser tests run against; 0.33.0 skips (one line) where
+    the project's shared folder is absent."""
+    try:
+        return harness.fetch_comfy(request.param)
+    except LookupError as e:
+        pytest.skip(f"ComfyUI {request.param}: {e}")
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy, request):
+    """The ``server`` fixture's setup on each version of ``comfy`` (0.3.75 is that very server)."""
+    if comfy.version == "0.3.75":
+        yield request.getfixturevalue("comfy_0375_server")
+        return
+    base = harness.make_base(request.getfixturevalue("tmp_path_factory").mktemp(f"comfy-server-{comfy.version}"))
+    harness.put_photos(base / "input")
+    srv = comfy.server(base).start()
+    harness.quiet_first_run(srv)
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 EXPECTED_NODES = (

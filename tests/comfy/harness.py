@@ -26,7 +26,17 @@ REPO = Path(__file__).resolve().parents[2]
 COMFY_ROOT = REPO / ".cache" / "comfyui"
 PYTHON = REPO / ".venv" / "bin" / "python"
 PACK_NAME = "assr-eic"  # the folder name a user gets by cloning the repository into custom_nodes/
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"  # the folder name ComfyUI prefers for a pack's templates
+# ComfyUI's template list (0.3.75 and 0.33.0 alike) shows a pack's workflow by its file name, as title and
+# description, so each file is named as a numbered title (web/assr_eic.js lists them in that order). The tests
+# and the authoring scripts name a workflow by its id; an id without a title is its own file name.
+TEMPLATE_TITLES = {
+    "assr_compress_and_save": "1 Compress a photo into a tiny ASSR file",
+    "assr_load_and_decode": "2 Decode an ASSR file at any size",
+    "assr_rate_sweep_compare": "3 Rate sweep against JPEG, WebP and AVIF",
+    "assr_diffusion_all_in_one": "4 Diffusion decode on your SD checkpoint",
+    "assr_diffusion_split": "5 Diffusion decode with the stock KSampler",
+}
 CHROMIUM = "/usr/bin/chromium"
 PHOTOS = ("astronaut", "coffee", "chelsea")  # scikit-image's bundled photographs (never the Kodak eval set)
 
@@ -37,6 +47,43 @@ def fetch_comfyui() -> Path:
     if not (COMFY_ROOT / "main.py").is_file():
         raise RuntimeError(f"scripts/fetch_comfyui.sh left no ComfyUI in {COMFY_ROOT}")
     return COMFY_ROOT
+
+
+@dataclass(frozen=True)
+class Comfy:
+    """One ComfyUI version the tests run against: its tree, and the folder of packages it needs beyond
+    .venv (prepended to PYTHONPATH; None when .venv alone runs it)."""
+
+    version: str
+    root: Path
+    site: Path | None = None
+
+    def server(self, base: Path, **kw) -> ComfyServer:
+        """A (not yet started) server of this version on the base folder ``base``."""
+        return ComfyServer(base, root=self.root, site=self.site, **kw)
+
+
+COMFY_033_ROOT = REPO / ".cache" / "comfyui-0.33.0"
+COMFY_033_SITE = REPO / ".cache" / "comfyui-0.33.0-site"
+COMFY_VERSIONS = ("0.3.75", "0.33.0")
+
+
+def fetch_comfy(version: str) -> Comfy:
+    """The ComfyUI ``version`` (one of COMFY_VERSIONS), fetched if needed. 0.33.0 comes from the project's
+    shared folder (scripts/fetch_comfyui_033.sh); where there is none it raises LookupError with the
+    script's one-line reason."""
+    if version == "0.3.75":
+        return Comfy(version, fetch_comfyui())
+    if version != "0.33.0":
+        raise ValueError(f"no ComfyUI {version} for the tests (known: {', '.join(COMFY_VERSIONS)})")
+    fetch_comfyui()  # .venv must hold 0.3.75's requirements: the overlay is what 0.33.0 needs beyond them
+    r = subprocess.run(["bash", str(REPO / "scripts" / "fetch_comfyui_033.sh")], cwd=REPO, capture_output=True,
+                       text=True)  # fmt: skip
+    if r.returncode != 0:
+        raise RuntimeError(f"scripts/fetch_comfyui_033.sh failed:\n{r.stderr[-3000:]}")
+    if not (COMFY_033_ROOT / "main.py").is_file() or not (COMFY_033_SITE / ".assr-site").is_file():
+        raise LookupError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "no ComfyUI 0.33.0")
+    return Comfy(version, COMFY_033_ROOT, COMFY_033_SITE)
 
 
 def make_base(base: Path) -> Path:
@@ -108,6 +155,8 @@ class ComfyServer:
     extra_args: list[str] = field(default_factory=list)
     prefix: list[str] = field(default_factory=list)  # e.g. a private mount namespace that exec's the server
     python: Path = PYTHON  # the interpreter ComfyUI runs in (another venv for the install test)
+    root: Path = COMFY_ROOT  # the ComfyUI tree (main.py)
+    site: Path | None = None  # packages this ComfyUI needs beyond the interpreter's, first on PYTHONPATH
 
     @property
     def url(self) -> str:
@@ -132,9 +181,9 @@ class ComfyServer:
             "--input-directory", str(self.input_dir), *self.extra_args,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [*self.prefix, *cmd], cwd=COMFY_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        if self.site is not None:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.site), env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen([*self.prefix, *cmd], cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -288,12 +337,28 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
+def workflow_path(name: str, suffix: str = ".json") -> Path:
+    """The file of workflow ``name`` (an id of TEMPLATE_TITLES, or a file name) in WORKFLOWS."""
+    return WORKFLOWS / f"{TEMPLATE_TITLES.get(name, name)}{suffix}"
+
+
 def load_workflow(name: str) -> dict:
-    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+    return json.loads(workflow_path(name).read_text())
+
+
+def template_files() -> list[str]:
+    """The file names (without .json) of the example workflows, in the order the template list shows them."""
+    def numbered(stem: str):
+        head = stem.split(" ", 1)[0]
+        return (int(head), stem) if head.isdigit() else (1 << 30, stem)
+
+    return sorted((p.stem for p in WORKFLOWS.glob("*.json")), key=numbered)
 
 
 def workflow_names() -> list[str]:
-    return sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+    """The ids of the example workflows, in the template list's order."""
+    ids = {title: name for name, title in TEMPLATE_TITLES.items()}
+    return [ids.get(stem, stem) for stem in template_files()]
 
 
 # --- headless Chromium over the DevTools protocol ------------------------------------------------

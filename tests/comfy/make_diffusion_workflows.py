@@ -23,18 +23,26 @@ import make_workflows  # noqa: E402
 
 CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 
+STEPS = 4  # minutes on a CPU at 20 steps; this finishes in about a minute
+NOTE_STEPS = (
+    f"Steps: {STEPS}, so a CPU finishes in about a minute. On a GPU raise steps to 20-30 for more detail "
+    "(KSampler's steps, or ASSR Diffusion Decode's)."
+)
 NOTE_SPLIT = (
     "Diffusion decoding of an .assr file on your own Stable Diffusion 1.x/2.x checkpoint, with the stock KSampler.\n\n"
     "1. Choose your checkpoint in Load Checkpoint.\n2. Put an .assr file in the input folder (or upload it on Load "
     "ASSR Bitstream).\n3. ASSR Diffusion Prepare decodes it with the fidelity decoder and patches the model; its "
     "denoise output drives KSampler's denoise (more for files that lost more). realism: 0 = faithful, 1 = more "
     "invented detail. adaptor: trained weights from models/assr_eic_adaptors/, or none (training-free).\n"
-    "4. ASSR Color Fix pulls the colours back to the fidelity decode."
+    "4. ASSR Color Fix pulls the colours back to the fidelity decode.\n\n"
+    f"{NOTE_STEPS}"
 )
 NOTE_ALL = (
     "The same diffusion decoding in one node: ASSR Diffusion Decode samples with live preview and progress, "
     "decodes and colour-fixes; outputs larger than tile_size are sampled in overlapping tiles.\n\n"
-    "Choose your SD checkpoint in Load Checkpoint and an .assr file in Load ASSR Bitstream, then queue."
+    "Choose your SD checkpoint in Load Checkpoint and an .assr file in Load ASSR Bitstream (it starts on a sample "
+    "the pack ships), then Run.\n\n"
+    f"{NOTE_STEPS}"
 )
 
 WORKFLOWS = {
@@ -44,11 +52,11 @@ WORKFLOWS = {
             {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 380], "size": [380, 100],
              "widgets": {"ckpt_name": CHECKPOINT}},
             {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 520], "size": [380, 120],
-             "widgets": {"bitstream": "example.assr"}},
+             "widgets": {"bitstream": "coffee.assr [sample]"}},
             {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 680], "size": [380, 90]},
             {"id": "prep", "type": "ASSR_DiffusionPrepare", "pos": [460, 40], "size": [340, 560]},
             {"id": "ks", "type": "KSampler", "pos": [840, 40], "size": [300, 480],
-             "widgets": {"steps": 20, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal"}},
+             "widgets": {"steps": STEPS, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal"}},
             {"id": "vaedec", "type": "VAEDecode", "pos": [1180, 40], "size": [220, 50]},
             {"id": "fix", "type": "ASSR_ColorFix", "pos": [1180, 140], "size": [260, 110],
              "widgets": {"method": "wavelet"}},
@@ -73,10 +81,10 @@ WORKFLOWS = {
             {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 300], "size": [380, 100],
              "widgets": {"ckpt_name": CHECKPOINT}},
             {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 440], "size": [380, 120],
-             "widgets": {"bitstream": "example.assr"}},
+             "widgets": {"bitstream": "coffee.assr [sample]"}},
             {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 600], "size": [380, 90]},
             {"id": "dec", "type": "ASSR_DiffusionDecode", "pos": [460, 40], "size": [360, 760],
-             "widgets": {"steps": 20, "cfg": 4.0}},
+             "widgets": {"steps": STEPS, "cfg": 4.0}},
             {"id": "saveimg", "type": "SaveImage", "pos": [860, 40], "size": [380, 420],
              "widgets": {"filename_prefix": "assr/diffusion"}},
             {"id": "fid", "type": "PreviewImage", "pos": [860, 500], "size": [380, 300], "title": "fidelity decode"},
@@ -89,25 +97,15 @@ WORKFLOWS = {
     },
 }  # fmt: skip
 
-THUMB_STEPS = {"KSampler": 4, "ASSR_DiffusionDecode": 4}  # the canvas run for the thumbnail only
-
-
 async def author(srv: harness.ComfyServer, out_dir: Path) -> None:
-    scripts = [harness.js_set_widget(node_type, "steps", steps) for node_type, steps in THUMB_STEPS.items()]
-    async with harness.Browser(1600, 1000) as b:
+    async with harness.Browser(1600, 1000) as b:  # the thumbnails: the workflows as saved, on the shipped sample
         for name, spec in WORKFLOWS.items():
-            await make_workflows.author_one(b, srv, out_dir, name, spec, scripts, timeout=900)
+            await make_workflows.author_one(b, srv, out_dir, name, spec, timeout=900)
 
 
 def main() -> int:
-    from PIL import Image
-
     harness.fetch_comfyui()
     base = harness.make_base(Path(tempfile.mkdtemp(prefix="assr-diffusion-workflows-")))
-    photos = harness.put_photos(base / "input")
-    small = base / "input" / "astronaut_128.png"
-    Image.open(photos["astronaut"]).resize((128, 128), Image.Resampling.LANCZOS).save(small)
-    (base / "input" / "example.assr").write_bytes(harness.example_bitstream(small, bpp=0.1))
     src = diffusion_checkpoint.ensure()
     (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
     (base / "models" / "checkpoints" / CHECKPOINT).symlink_to(src)

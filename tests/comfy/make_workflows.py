@@ -2,14 +2,16 @@
 
     .venv/bin/python tests/comfy/make_workflows.py
 
-Starts the fetched ComfyUI with the pack, opens the page in headless Chromium, builds each graph with
-the frontend's own LiteGraph API (createNode, connect, widget values), fits the view, and writes
-``app.graph.serialize()`` (exactly what Workflow > Save writes) to ``workflows/<name>.json``. Then it
-runs the graph on a real photograph and saves a JPEG thumbnail of the canvas as ``workflows/<name>.jpg``
-(the name the template browser asks for: ``/api/workflow_templates/<pack>/<name>.jpg``).
+Starts the fetched ComfyUI with the pack (0.33.0, what users run today, where the shared folder has it; else
+0.3.75), opens the page in headless Chromium, builds each graph with the frontend's own LiteGraph API
+(createNode, connect, widget values), stacks nodes that would overlap at their real drawn size, frames the
+view at a zoom where the widgets keep their text, and writes ``app.graph.serialize()`` (exactly what Workflow
+> Save writes) to ``example_workflows/<title>.json``. Then it runs the graph on a real photograph and saves
+its result (the Save Image node's picture) as the JPEG thumbnail ``example_workflows/<title>.jpg`` (the name
+the template list asks for: ``/api/workflow_templates/<pack>/<title>.jpg``).
 
-The workflows read ``example.png``, the picture every ComfyUI install ships in its input folder, so a
-new user gets a result without any further step; the tests run them on real photographs instead.
+The workflows read ``example.png``, the picture every ComfyUI install ships in its input folder, and a sample
+.assr the pack ships, so a new user gets a result on the first Run; the tests run them on photographs.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ NOTE_COMPRESS = (
     "3. Queue. The .assr file lands in ComfyUI's output folder; the decoded picture is saved beside it."
 )
 NOTE_DECODE = (
-    "Decode an .assr file.\n\n1. Put the file in ComfyUI's input folder, or press 'upload .assr file' on Load ASSR "
-    "Bitstream (files saved by the compress workflow are in the output folder).\n2. Choose the output size: the "
-    "original, a factor, or any width x height.\n3. Queue."
+    "Decode an .assr file. It runs as it is on a sample the pack ships (coffee.assr [sample]).\n\n1. Pick your "
+    "file on Load ASSR Bitstream: one in ComfyUI's input folder, 'upload .assr file', or drop the file on the "
+    "canvas (files saved by the compress workflow are in the output folder).\n2. Choose the output size: the "
+    "original, a factor, or any width x height.\n3. Run."
 )
 NOTE_SWEEP = (
     "Rate sweep: the same picture at three rates, each next to JPEG, WebP and AVIF files no larger than ours "
@@ -70,7 +73,7 @@ WORKFLOWS = {
         "nodes": [
             {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 220], "widgets": {"text": NOTE_DECODE}},
             {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 300], "size": [380, 200],
-             "widgets": {"bitstream": "example.assr"}},
+             "widgets": {"bitstream": "coffee.assr [sample]"}},
             {"id": "model", "type": "ASSR_LoadModel", "pos": [460, 40], "size": [320, 130]},
             {"id": "info", "type": "ASSR_BitstreamInfo", "pos": [460, 220], "size": [320, 330]},
             {"id": "dec", "type": "ASSR_Decode", "pos": [820, 40], "size": [340, 300],
@@ -141,6 +144,22 @@ async (spec) => {
     }
     made[n.id] = node;
   }
+  // the frontend draws a node at least at its computed size (widgets, DOM widgets); stack the nodes of a column
+  // at that real size so none overlaps the next, whatever size the spec guessed
+  const gap = 30 + (LiteGraph.NODE_TITLE_HEIGHT ?? 30);
+  for (const node of Object.values(made)) {
+    const min = node.computeSize();
+    node.setSize([Math.max(node.size[0], min[0]), Math.max(node.size[1], min[1])]);
+  }
+  const placed = Object.values(made).sort((a, b) => a.pos[0] - b.pos[0] || a.pos[1] - b.pos[1]);
+  placed.forEach((node, i) => {
+    for (const other of placed.slice(0, i)) {
+      const sideBySide = node.pos[0] >= other.pos[0] + other.size[0] || other.pos[0] >= node.pos[0] + node.size[0];
+      if (!sideBySide && node.pos[1] < other.pos[1] + other.size[1] + gap) {
+        node.pos = [node.pos[0], other.pos[1] + other.size[1] + gap];
+      }
+    }
+  });
   for (const [a, out, b, inp] of spec.links) {
     const src = made[a], dst = made[b];
     const oi = src.findOutputSlot(out), ii = dst.findInputSlot(inp);
@@ -152,9 +171,22 @@ async (spec) => {
 """
 
 
-async def fit_view(b: harness.Browser) -> None:
+READABLE_ZOOM = 0.8  # LiteGraph stops drawing widget text below 0.6
+
+
+async def fit_view(b: harness.Browser) -> float:
+    """Fit the graph in the window, but never below READABLE_ZOOM: a large graph then opens at its top left
+    corner, readable, and scrolls. Returns the zoom the workflow is saved with."""
     await b.eval("(async () => { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); return 1 })()")
+    await asyncio.sleep(1.0)  # FitView animates the view: clamp after it settles
+    scale = await b.eval(
+        f"(() => {{ const ds = app.canvas.ds; if (ds.scale < {READABLE_ZOOM}) {{"
+        " const xs = app.graph._nodes.map(n => n.pos[0]), ys = app.graph._nodes.map(n => n.pos[1]);"
+        f" ds.scale = {READABLE_ZOOM}; ds.offset = [40 - Math.min(...xs), 70 - Math.min(...ys)];"
+        " app.graph.setDirtyCanvas(true, true) } return ds.scale })()"
+    )
     await asyncio.sleep(0.5)
+    return scale
 
 
 async def run_on_canvas(b: harness.Browser, srv: harness.ComfyServer, output_node_id: int, timeout=240.0) -> None:
@@ -175,19 +207,31 @@ async def author_one(b: harness.Browser, srv: harness.ComfyServer, out_dir: Path
     await fit_view(b)
     workflow = await b.eval("app.graph.serialize()")
     workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"assr-eic/workflows/{name}"))
-    (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+    file = harness.TEMPLATE_TITLES.get(name, name)
+    (out_dir / f"{file}.json").write_text(json.dumps(workflow, indent=2) + "\n")
     for script in before_run:
         await b.eval(script)
     await run_on_canvas(b, srv, ids["saveimg"], timeout=timeout)
-    png = out_dir / f".{name}.png"
-    await b.screenshot(png)
-    im = Image.open(png).convert("RGB")
-    im.thumbnail((800, 500))
+    shown = await b.eval(
+        f"(() => {{ const q = new URL(app.graph.getNodeById({ids['saveimg']}).imgs[0].src).searchParams;"
+        " return { filename: q.get('filename'), subfolder: q.get('subfolder') ?? '', type: q.get('type') } })()"
+    )
+    result = Image.open(io.BytesIO(srv.view(shown))).convert("RGB")
+    (out_dir / f"{file}.jpg").write_bytes(thumbnail(result))
+    print(f"wrote {out_dir.name}/{file}.json and .jpg", flush=True)
+
+
+def thumbnail(result, side: int = 512) -> bytes:
+    """The workflow's result, whole, on a square dark card (the template list shows square thumbnails)."""
+    from PIL import Image
+
+    im = result.copy()
+    im.thumbnail((side, side), Image.Resampling.LANCZOS)
+    card = Image.new("RGB", (side, side), (32, 32, 32))
+    card.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=82, optimize=True)
-    (out_dir / f"{name}.jpg").write_bytes(buf.getvalue())
-    png.unlink()
-    print(f"wrote workflows/{name}.json and .jpg ({len(buf.getvalue()) // 1024} KB)", flush=True)
+    card.save(buf, "JPEG", quality=85, optimize=True)
+    return buf.getvalue()
 
 
 async def author(srv: harness.ComfyServer, out_dir: Path) -> None:
@@ -203,14 +247,23 @@ def main() -> int:
     base = harness.make_base(Path(tempfile.mkdtemp(prefix="assr-workflows-")))
     harness.put_photos(base / "input")
     shutil.copy(harness.COMFY_ROOT / "input" / "example.png", base / "input" / "example.png")
-    example = harness.example_bitstream(base / "input" / "astronaut.png")
-    (base / "input" / "example.assr").write_bytes(example)
     return author_with_server(base, author)
 
 
-def author_with_server(base: Path, author_fn, start_timeout: float = 90.0) -> int:
-    """Start a server on ``base``, run ``author_fn(srv, out_dir)`` into workflows/, then stop and clean up."""
-    srv = harness.ComfyServer(base).start(timeout=start_timeout)
+def newest_comfy() -> harness.Comfy:
+    """ComfyUI 0.33.0 where the shared folder has it, else 0.3.75."""
+    try:
+        return harness.fetch_comfy("0.33.0")
+    except LookupError as e:
+        print(f"{e}; authoring on ComfyUI 0.3.75", flush=True)
+        return harness.fetch_comfy("0.3.75")
+
+
+def author_with_server(base: Path, author_fn, start_timeout: float = 90.0, comfy: harness.Comfy | None = None) -> int:
+    """Start a server (``comfy``, default the newest) on ``base``, run ``author_fn(srv, out_dir)`` into
+    example_workflows/, then stop and clean up."""
+    comfy = comfy or newest_comfy()
+    srv = comfy.server(base).start(timeout=start_timeout)
     try:
         harness.quiet_first_run(srv)
         asyncio.run(author_fn(srv, harness.WORKFLOWS))

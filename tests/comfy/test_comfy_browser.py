@@ -1,4 +1,4 @@
-"""The pack on the real canvas: headless Chromium opens ComfyUI, loads a workflow from workflows/, queues
+"""The pack on the real canvas: headless Chromium opens ComfyUI, loads a workflow from example_workflows/, queues
 it, and the output image appears in the graph. The screenshot goes to a temporary folder, or with
 ASSR_UPDATE_SCREENSHOT=1 to docs/screenshot_canvas.png (the README's picture), so a test run leaves the
 clone as it was."""
@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import shutil
 
 import harness
 import numpy as np
@@ -17,11 +18,23 @@ import pytest
 from PIL import Image
 
 from assr_eic.bitstream import from_text
+from assr_eic.metrics import psnr
 
 pytestmark = pytest.mark.comfy
 
 SCREENSHOT = harness.REPO / "docs" / "screenshot_canvas.png"
 MAX_SCREENSHOT_BYTES = 500_000
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server):
+    """This module's tests run on every ComfyUI version (conftest's ``comfy``)."""
+    return comfy_server
+
+
+@pytest.fixture(scope="module")
+def object_info(server) -> dict:
+    return server.get("/object_info")
 
 
 def strip_meta(prompt: dict) -> dict:
@@ -139,3 +152,177 @@ def test_workflow_runs_on_the_canvas(server, object_info, tmp_path):
     if len(raw) > MAX_SCREENSHOT_BYTES:  # keep the committed picture small: 256 colours are plenty for a UI shot
         Image.fromarray(shot).quantize(256, dither=Image.Dither.NONE).save(screenshot, optimize=True)
     assert screenshot.stat().st_size < MAX_SCREENSHOT_BYTES
+
+
+async def drop_session(server, assr_bytes: bytes, screenshot) -> dict:
+    """Open an empty canvas, drop an .assr file on it as a user drags one from the desktop (a real DragEvent
+    with a DataTransfer holding the File, dispatched on the canvas element), then Run the workflow it opens."""
+    seen = {}
+    async with harness.Browser(1280, 800) as b:
+        await harness.open_canvas(b, server)
+        await b.eval("(async () => { app.graph.clear(); app.graph.setDirtyCanvas(true, true); return 1 })()")
+        data = json.dumps(base64.b64encode(assr_bytes).decode())
+        seen["dispatched"] = await b.eval(
+            f"(() => {{ const bytes = Uint8Array.from(atob({data}), c => c.charCodeAt(0));"
+            " const dt = new DataTransfer(); dt.items.add(new File([bytes], 'on_canvas.assr'));"
+            " const el = app.canvas.canvas; const r = el.getBoundingClientRect();"
+            " const at = { clientX: r.left + r.width / 2, clientY: r.top + r.height / 2, bubbles: true,"
+            " cancelable: true, dataTransfer: dt };"
+            " el.dispatchEvent(new DragEvent('dragover', at)); el.dispatchEvent(new DragEvent('drop', at));"
+            " return app.graph._nodes.length })()"
+        )
+        seen["widget"] = await b.wait_for(
+            "(() => { const n = app.graph._nodes.find(n => n.type === 'ASSR_LoadBitstream');"
+            " const v = n?.widgets.find(w => w.name === 'bitstream').value;"
+            " return v === 'on_canvas.assr' ? v : null })()",
+            30,
+        )
+        seen["types"] = await b.eval("app.graph._nodes.map(n => n.type).sort()")
+        save_id = await b.eval("app.graph._nodes.find(n => n.type === 'SaveImage').id")
+        seen["factor"] = await b.eval(
+            "app.graph._nodes.find(n => n.type === 'ASSR_Decode').widgets.find(w => w.name === 'factor').value"
+        )
+        await b.eval("(async () => { await app.queuePrompt(0); return 1 })()")
+        await b.wait_for(harness.js_image_shown(save_id), 240, 0.5, harness.raise_on_failed_prompt(server))
+        seen["shown"] = await b.eval(
+            f"(() => {{ const q = new URL(app.graph.getNodeById({save_id}).imgs[0].src).searchParams;"
+            " return { filename: q.get('filename'), subfolder: q.get('subfolder') ?? '', type: q.get('type') } })()"
+        )
+        await b.eval("(async () => { await app.extensionManager.command.execute('Comfy.Canvas.FitView'); return 1 })()")
+        await asyncio.sleep(1.0)
+        await b.screenshot(screenshot)
+        seen["console"] = list(b.console)
+    return seen
+
+
+def test_assr_dropped_on_the_empty_canvas_opens_a_decode_workflow(server, tmp_path):
+    """ComfyUI alone answers "Unable to find workflow"; the pack opens its decode template holding the file, and
+    Run decodes it to the CLI's pixels of that file."""
+    assr = harness.example_bitstream(server.input_dir / "chelsea.png", bpp=0.08)
+    seen = asyncio.run(drop_session(server, assr, tmp_path / "dropped_on_canvas.png"))
+    assert seen["dispatched"] == 0, "nothing is on the canvas when the file is dropped"
+    assert seen["widget"] == "on_canvas.assr"
+    assert "ASSR_LoadBitstream" in seen["types"] and "ASSR_Decode" in seen["types"]
+    assert (server.input_dir / "on_canvas.assr").read_bytes() == assr
+    png = np.asarray(Image.open(io.BytesIO(server.view(seen["shown"]))).convert("RGB"))
+    h, w = round(300 * seen["factor"]), round(451 * seen["factor"])  # chelsea is 451x300
+    assert png.shape == (h, w, 3)
+    r = harness.cli("decompress", str(server.input_dir / "on_canvas.assr"), "-o", str(tmp_path / "cli.png"),
+                    "--size", f"{w}x{h}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "cli.png").convert("RGB")), png)
+    assert not [c for c in seen["console"] if "EXCEPTION" in c and "assr" in c.lower()]
+
+
+FIRST_RUN_TEMPLATES = ("assr_compress_and_save", "assr_load_and_decode", "assr_rate_sweep_compare")  # no checkpoint
+
+JS_OPEN_PACK_TEMPLATES = (
+    "(async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates');"
+    " for (let i = 0; i < 100; i++) { const hit = [...document.querySelectorAll('[role=dialog] *')]"
+    f".find(e => e.children.length === 0 && e.textContent.trim() === {json.dumps(harness.PACK_NAME)});"
+    " if (hit) { (hit.closest('a,button,li,[role=button],[role=option]') ?? hit).click(); return true }"
+    " await new Promise(r => setTimeout(r, 200)) } return false })()"
+)
+JS_CARDS = (
+    "[...document.querySelectorAll('[data-testid^=\"template-workflow-\"]')]"
+    ".map(e => e.getAttribute('data-testid').slice('template-workflow-'.length))"
+)
+
+
+def shown_image(node_id: int) -> str:
+    """The /view query of the image node ``node_id`` shows."""
+    return (
+        f"(() => {{ const q = new URL(app.graph.getNodeById({node_id}).imgs[0].src).searchParams;"
+        " return { filename: q.get('filename'), subfolder: q.get('subfolder') ?? '', type: q.get('type') } })()"
+    )
+
+
+async def template_session(srv, shots) -> dict:
+    """Each first-run template clicked in the template list of a fresh ComfyUI, then Run as it opened."""
+    seen = {"cards": None, "runs": {}}
+    files = [harness.TEMPLATE_TITLES[n] for n in FIRST_RUN_TEMPLATES]
+    async with harness.Browser(1280, 800) as b:
+        await harness.open_canvas(b, srv)
+        for name, file in zip(FIRST_RUN_TEMPLATES, files, strict=True):
+            assert await b.eval(JS_OPEN_PACK_TEMPLATES), "no assr-eic entry in the template list"
+            cards = await b.wait_for(
+                f"(() => {{ const c = {JS_CARDS}; return c.includes({json.dumps(file)}) ? c : null }})()", 30
+            )
+            seen["cards"] = seen["cards"] or cards
+            if name == FIRST_RUN_TEMPLATES[0]:
+                await b.screenshot(shots / "template-list.png")
+            await b.eval(
+                f"(() => {{ document.querySelector('[data-testid=\"template-workflow-' + CSS.escape({json.dumps(file)})"
+                " + '\"]').click(); return 1 })()"
+            )
+            await b.wait_for(
+                "(() => !document.querySelector('[data-testid^=\"template-workflow-\"]')"
+                " && app.graph._nodes.some(n => n.type === 'ASSR_LoadModel'))()",
+                30,
+            )
+            save_id = await b.eval("app.graph._nodes.find(n => n.type === 'SaveImage').id")
+            await b.eval(
+                "(async () => { await app.extensionManager.command.execute('Comfy.QueuePrompt'); return 1 })()"
+            )
+            await b.wait_for(harness.js_image_shown(save_id), 300, 0.5, harness.raise_on_failed_prompt(srv))
+            await asyncio.sleep(1.0)
+            await b.screenshot(shots / f"first-run-{name}.png")
+            seen["runs"][name] = {
+                "image": await b.eval(shown_image(save_id)),
+                "zoom": await b.eval("app.canvas.ds.scale"),
+                "widgets": await b.eval(
+                    "app.graph._nodes.flatMap(n => (n.widgets ?? []).map(w => [n.type, w.name,"
+                    " typeof w.value === 'object' ? null : w.value]))"
+                ),  # fmt: skip
+            }
+        seen["console"] = list(b.console)
+    return seen
+
+
+def test_each_template_runs_on_its_first_run_from_the_template_list(comfy, tmp_path):
+    """A fresh ComfyUI (its own example.png in the input folder, nothing copied by hand): the template list shows
+    the pack's templates simplest first; each one clicked there and Run as it opens gives its result."""
+    base = harness.make_base(tmp_path / "fresh")
+    shutil.copy(comfy.root / "input" / "example.png", base / "input" / "example.png")
+    srv = comfy.server(base).start()
+    harness.quiet_first_run(srv)
+    try:
+        seen = asyncio.run(template_session(srv, tmp_path))
+        images = {k: read_png(srv.view(v["image"])) for k, v in seen["runs"].items()}
+    finally:
+        srv.stop()
+    ours = [c for c in seen["cards"] if c in harness.TEMPLATE_TITLES.values()]
+    assert ours == harness.template_files(), "listed in the numbered order, simplest first"
+    example = np.asarray(Image.open(base / "input" / "example.png").convert("RGB"))
+    h, w = example.shape[:2]
+    for run in seen["runs"].values():
+        assert run["zoom"] >= 0.75, "opens where the widgets keep their text"
+
+    (saved,) = (base / "output" / "assr").glob("compressed_*.assr")
+    assert images["assr_compress_and_save"].shape == (h, w, 3)
+    assert np.array_equal(cli_png(saved, tmp_path, f"{w}x{h}"), images["assr_compress_and_save"])
+    assert psnr(example, images["assr_compress_and_save"]) > 20.0
+
+    factor = next(
+        v for t, n, v in seen["runs"]["assr_load_and_decode"]["widgets"] if (t, n) == ("ASSR_Decode", "factor")
+    )
+    sh, sw = round(368 * factor), round(480 * factor)  # the coffee sample is a 480x368 crop
+    assert images["assr_load_and_decode"].shape == (sh, sw, 3)
+    sample = harness.REPO / "samples" / "coffee.assr"
+    assert np.array_equal(cli_png(sample, tmp_path, f"{sw}x{sh}"), images["assr_load_and_decode"])
+
+    grid = images["assr_rate_sweep_compare"]
+    assert np.array_equal(grid[4 : 4 + h, 4 : 4 + w], example), "the sweep's first tile is the photo itself"
+    assert grid.shape[1] == 5 * (w + 4) + 4
+    assert not [c for c in seen["console"] if "EXCEPTION" in c and "assr" in c.lower()]
+
+
+def read_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def cli_png(path, tmp_path, size: str) -> np.ndarray:
+    out = tmp_path / f"{path.stem}-{size}-cli.png"
+    r = harness.cli("decompress", str(path), "-o", str(out), "--size", size)
+    assert r.returncode == 0, r.stderr
+    return np.asarray(Image.open(out).convert("RGB"))

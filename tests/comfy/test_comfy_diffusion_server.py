@@ -1,4 +1,4 @@
-"""The two diffusion-decoder workflows of workflows/ in the real ComfyUI server, through POST /prompt, on the
+"""The two diffusion-decoder workflows of example_workflows/ in the real ComfyUI server, through POST /prompt, on the
 random-weight SD 1.5 checkpoint (stock Load Checkpoint, stock KSampler) at 64x64 px and a few steps."""
 
 from __future__ import annotations

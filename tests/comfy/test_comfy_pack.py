@@ -39,10 +39,36 @@ def test_workflows_are_canvas_files_with_thumbnails(name):
     assert wf["version"] >= 0.4 and wf["nodes"] and wf["links"], "UI format, as saved from the canvas"
     assert "class_type" not in json.dumps(wf), "UI format, not API format"
     assert any(n["type"].startswith("ASSR_") for n in wf["nodes"])
-    thumb = harness.WORKFLOWS / f"{name}.jpg"
+    thumb = harness.workflow_path(name, ".jpg")
     with Image.open(thumb) as im:
         assert im.format == "JPEG" and im.width >= 400
     assert thumb.stat().st_size < 200_000
+
+
+@pytest.mark.parametrize("name", harness.workflow_names())
+def test_workflows_open_readable_and_run_on_what_a_fresh_comfyui_has(name):
+    """Saved at a zoom where LiteGraph still draws widget text (it stops below 0.6), no node drawn over another
+    (title bar included), and inputs a fresh install has: ComfyUI's example.png, a sample .assr of the pack."""
+    wf = harness.load_workflow(name)
+    assert wf["extra"]["ds"]["scale"] >= 0.75, wf["extra"]["ds"]
+    title = 30
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - title, n["size"][0], n["size"][1] + title) for n in wf["nodes"]]
+    for i, (a, ax, ay, aw, ah) in enumerate(boxes):
+        for b, bx, by, bw, bh in boxes[i + 1 :]:
+            assert ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay, f"nodes {a} and {b} overlap"
+    for n in wf["nodes"]:
+        if n["type"] == "LoadImage":
+            assert n["widgets_values"][0] == "example.png"
+        if n["type"] == "ASSR_LoadBitstream":
+            value = n["widgets_values"][0]
+            assert value.endswith(" [sample]") and (harness.REPO / "samples" / value[: -len(" [sample]")]).is_file()
+
+
+def test_template_files_are_numbered_titles_simplest_first():
+    assert harness.workflow_names()[:3] == ["assr_compress_and_save", "assr_load_and_decode", "assr_rate_sweep_compare"]
+    for stem in harness.template_files():
+        number, title = stem.split(" ", 1)
+        assert number.isdigit() and title[0].isupper() and "_" not in title
 
 
 def test_at_least_the_three_example_workflows():
@@ -134,6 +160,6 @@ def test_published_pack_holds_what_a_user_needs_and_no_developer_files():
                    "samples/astronaut.assr", "requirements.txt", "pyproject.toml", "README.md", "LICENSE",
                    "docs/icon.png", "docs/screenshot_canvas.png"):  # fmt: skip
         assert needed in published, needed
-    assert any(p.startswith("workflows/") and p.endswith(".json") for p in published)
+    assert any(p.startswith("example_workflows/") and p.endswith(".json") for p in published)
     size = sum((harness.REPO / p).stat().st_size for p in published)
     assert size < 12_000_000, f"the published pack is {size / 1e6:.1f} MB"
