@@ -31,11 +31,11 @@ WORKFLOWS = REPO / "example_workflows"  # the folder name ComfyUI prefers for a 
 # description, so each file is named as a numbered title (web/assr_eic.js lists them in that order). The tests
 # and the authoring scripts name a workflow by its id; an id without a title is its own file name.
 TEMPLATE_TITLES = {
-    "assr_compress_and_save": "1 Compress a photo into a tiny ASSR file",
+    "assr_compress_and_save": "1 Compress a photo to ASSR",
     "assr_load_and_decode": "2 Decode an ASSR file at any size",
-    "assr_rate_sweep_compare": "3 Rate sweep against JPEG, WebP and AVIF",
-    "assr_diffusion_all_in_one": "4 Diffusion decode on your SD checkpoint",
-    "assr_diffusion_split": "5 Diffusion decode with the stock KSampler",
+    "assr_rate_sweep_compare": "3 Rate sweep vs JPEG, WebP, AVIF",
+    "assr_diffusion_all_in_one": "4 Diffusion decode, one node",
+    "assr_diffusion_split": "5 Diffusion decode, KSampler",
 }
 CHROMIUM = "/usr/bin/chromium"
 PHOTOS = ("astronaut", "coffee", "chelsea")  # scikit-image's bundled photographs (never the Kodak eval set)
@@ -348,6 +348,7 @@ def load_workflow(name: str) -> dict:
 
 def template_files() -> list[str]:
     """The file names (without .json) of the example workflows, in the order the template list shows them."""
+
     def numbered(stem: str):
         head = stem.split(" ", 1)[0]
         return (int(head), stem) if head.isdigit() else (1 << 30, stem)

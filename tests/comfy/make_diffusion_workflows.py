@@ -5,8 +5,8 @@ for the others) and save them as the canvas saves them, with JPEG thumbnails.
 
 The workflows name ComfyUI's usual SD 1.5 file (``v1-5-pruned-emaonly-fp16.safetensors``) in Load
 Checkpoint; users pick their own checkpoint there. No real SD weights exist on this machine, so the
-thumbnails are rendered with the random-weight SD 1.5 test checkpoint linked under that name (the canvas
-shows the graph; the sampled picture in it is noise-like, as random weights give).
+thumbnails are canvas screenshots of a run with the random-weight SD 1.5 test checkpoint linked under that name
+(the canvas shows the graph; the sampled picture in it is noise-like, as random weights give).
 """
 
 from __future__ import annotations
@@ -48,21 +48,21 @@ NOTE_ALL = (
 WORKFLOWS = {
     "assr_diffusion_split": {
         "nodes": [
-            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 300], "widgets": {"text": NOTE_SPLIT}},
-            {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 380], "size": [380, 100],
+            {"id": "note", "type": "Note", "pos": [40, 40], "size": [300, 320], "widgets": {"text": NOTE_SPLIT}},
+            {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 420], "size": [300, 100],
              "widgets": {"ckpt_name": CHECKPOINT}},
-            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 520], "size": [380, 120],
+            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 580], "size": [300, 120],
              "widgets": {"bitstream": "coffee.assr [sample]"}},
-            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 680], "size": [380, 90]},
-            {"id": "prep", "type": "ASSR_DiffusionPrepare", "pos": [460, 40], "size": [340, 560]},
-            {"id": "ks", "type": "KSampler", "pos": [840, 40], "size": [300, 480],
+            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 760], "size": [300, 60], "collapsed": True},
+            {"id": "prep", "type": "ASSR_DiffusionPrepare", "pos": [380, 40], "size": [320, 560]},
+            {"id": "ks", "type": "KSampler", "pos": [740, 40], "size": [280, 480],
              "widgets": {"steps": STEPS, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal"}},
-            {"id": "vaedec", "type": "VAEDecode", "pos": [1180, 40], "size": [220, 50]},
-            {"id": "fix", "type": "ASSR_ColorFix", "pos": [1180, 140], "size": [260, 110],
+            {"id": "vaedec", "type": "VAEDecode", "pos": [740, 640], "size": [220, 50], "collapsed": True},
+            {"id": "fix", "type": "ASSR_ColorFix", "pos": [1060, 40], "size": [300, 110],
              "widgets": {"method": "wavelet"}},
-            {"id": "saveimg", "type": "SaveImage", "pos": [1480, 40], "size": [380, 420],
+            {"id": "saveimg", "type": "SaveImage", "pos": [1060, 210], "size": [300, 320],
              "widgets": {"filename_prefix": "assr/diffusion"}},
-            {"id": "fid", "type": "PreviewImage", "pos": [1180, 300], "size": [260, 300], "title": "fidelity decode"},
+            {"id": "fid", "type": "PreviewImage", "pos": [1060, 590], "size": [300, 240], "title": "fidelity decode"},
         ],
         "links": [
             ["ckpt", "MODEL", "prep", "model"], ["ckpt", "CLIP", "prep", "clip"], ["ckpt", "VAE", "prep", "vae"],
@@ -97,10 +97,13 @@ WORKFLOWS = {
     },
 }  # fmt: skip
 
+
 async def author(srv: harness.ComfyServer, out_dir: Path) -> None:
-    async with harness.Browser(1600, 1000) as b:  # the thumbnails: the workflows as saved, on the shipped sample
+    # thumbnails: the canvas after a run of the workflow as saved, on the shipped sample (the sampled picture
+    # itself would be noise: no real SD weights exist here)
+    async with harness.Browser(1600, 1000) as b:
         for name, spec in WORKFLOWS.items():
-            await make_workflows.author_one(b, srv, out_dir, name, spec, timeout=900)
+            await make_workflows.author_one(b, srv, out_dir, name, spec, timeout=900, thumb="canvas")
 
 
 def main() -> int:

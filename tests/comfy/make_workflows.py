@@ -49,18 +49,18 @@ NOTE_SWEEP = (
 WORKFLOWS = {
     "assr_compress_and_save": {
         "nodes": [
-            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 220], "widgets": {"text": NOTE_COMPRESS}},
-            {"id": "img", "type": "LoadImage", "pos": [40, 300], "size": [380, 420],
+            {"id": "note", "type": "Note", "pos": [40, 40], "size": [320, 200], "widgets": {"text": NOTE_COMPRESS}},
+            {"id": "img", "type": "LoadImage", "pos": [40, 300], "size": [320, 360],
              "widgets": {"image": "example.png"}},
-            {"id": "model", "type": "ASSR_LoadModel", "pos": [460, 40], "size": [320, 130]},
+            {"id": "model", "type": "ASSR_LoadModel", "pos": [400, 40], "size": [300, 90]},
             {
-                "id": "enc", "type": "ASSR_Encode", "pos": [460, 220], "size": [320, 400],
+                "id": "enc", "type": "ASSR_Encode", "pos": [400, 190], "size": [300, 330],
                 "widgets": {"mode": "target bpp", "bpp": 0.05},
             },
-            {"id": "save", "type": "ASSR_SaveBitstream", "pos": [820, 40], "size": [340, 200],
+            {"id": "save", "type": "ASSR_SaveBitstream", "pos": [740, 40], "size": [300, 170],
              "widgets": {"filename_prefix": "assr/compressed"}},
-            {"id": "dec", "type": "ASSR_Decode", "pos": [820, 280], "size": [340, 300]},
-            {"id": "saveimg", "type": "SaveImage", "pos": [1200, 40], "size": [420, 480],
+            {"id": "dec", "type": "ASSR_Decode", "pos": [740, 270], "size": [300, 260]},
+            {"id": "saveimg", "type": "SaveImage", "pos": [1080, 40], "size": [340, 420],
              "widgets": {"filename_prefix": "assr/decoded"}},
         ],
         "links": [
@@ -71,16 +71,16 @@ WORKFLOWS = {
     },
     "assr_load_and_decode": {
         "nodes": [
-            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 220], "widgets": {"text": NOTE_DECODE}},
-            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 300], "size": [380, 200],
+            {"id": "note", "type": "Note", "pos": [40, 40], "size": [320, 230], "widgets": {"text": NOTE_DECODE}},
+            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 330], "size": [320, 200],
              "widgets": {"bitstream": "coffee.assr [sample]"}},
-            {"id": "model", "type": "ASSR_LoadModel", "pos": [460, 40], "size": [320, 130]},
-            {"id": "info", "type": "ASSR_BitstreamInfo", "pos": [460, 220], "size": [320, 330]},
-            {"id": "dec", "type": "ASSR_Decode", "pos": [820, 40], "size": [340, 300],
+            {"id": "model", "type": "ASSR_LoadModel", "pos": [400, 40], "size": [300, 90]},
+            {"id": "info", "type": "ASSR_BitstreamInfo", "pos": [400, 190], "size": [300, 330]},
+            {"id": "dec", "type": "ASSR_Decode", "pos": [740, 40], "size": [300, 260],
              "widgets": {"size": "factor", "factor": 1.5}},
-            {"id": "saveimg", "type": "SaveImage", "pos": [1200, 40], "size": [420, 480],
+            {"id": "saveimg", "type": "SaveImage", "pos": [1080, 40], "size": [340, 420],
              "widgets": {"filename_prefix": "assr/decoded"}},
-            {"id": "lowres", "type": "PreviewImage", "pos": [820, 380], "size": [340, 300], "title": "decoded low-res"},
+            {"id": "lowres", "type": "PreviewImage", "pos": [740, 360], "size": [300, 240], "title": "decoded low-res"},
         ],
         "links": [
             ["load", "bitstream", "info", "bitstream"], ["load", "bitstream", "dec", "bitstream"],
@@ -90,25 +90,25 @@ WORKFLOWS = {
     },
     "assr_rate_sweep_compare": {
         "nodes": [
-            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 160], "widgets": {"text": NOTE_SWEEP}},
-            {"id": "img", "type": "LoadImage", "pos": [40, 240], "size": [380, 420],
-             "widgets": {"image": "example.png"}},
-            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 700], "size": [380, 130]},
+            {"id": "note", "type": "Note", "pos": [40, 40], "size": [280, 110], "widgets": {"text": NOTE_SWEEP}},
+            {"id": "img", "type": "LoadImage", "pos": [40, 210], "size": [280, 330],
+             "widgets": {"image": "example.png"}},  # (its picture, once loaded, makes it 314 high)
+            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 600], "size": [280, 60], "collapsed": True},
+            {"id": "saveimg", "type": "SaveImage", "pos": [40, 660], "size": [280, 260],
+             "widgets": {"filename_prefix": "assr/sweep"}},
             *[
-                {"id": f"enc{i}", "type": "ASSR_Encode", "pos": [460, 40 + 330 * i], "size": [300, 300],
+                {"id": f"enc{i}", "type": "ASSR_Encode", "pos": [360 + 340 * i, 40], "size": [300, 300],
                  "title": f"ASSR Encode {bpp} bpp", "widgets": {"mode": "target bpp", "bpp": bpp}}
                 for i, bpp in enumerate((0.02, 0.05, 0.1))
             ],
             *[
-                {"id": f"cmp{i}", "type": "ASSR_Compare", "pos": [800, 40 + 330 * i], "size": [300, 260]}
+                {"id": f"cmp{i}", "type": "ASSR_Compare", "pos": [360 + 340 * i, 420], "size": [300, 200]}
                 for i in range(3)
             ],
-            {"id": "st1", "type": "ImageStitch", "pos": [1140, 40], "size": [260, 200],
+            {"id": "st1", "type": "ImageStitch", "pos": [360, 800], "size": [260, 200], "collapsed": True,
              "widgets": {"direction": "down", "match_image_size": False, "spacing_width": 0}},
-            {"id": "st2", "type": "ImageStitch", "pos": [1140, 300], "size": [260, 200],
+            {"id": "st2", "type": "ImageStitch", "pos": [700, 800], "size": [260, 200], "collapsed": True,
              "widgets": {"direction": "down", "match_image_size": False, "spacing_width": 0}},
-            {"id": "saveimg", "type": "SaveImage", "pos": [1440, 40], "size": [520, 700],
-             "widgets": {"filename_prefix": "assr/sweep"}},
         ],
         "links": [
             *[link for i in range(3) for link in (
@@ -144,10 +144,12 @@ async (spec) => {
     }
     made[n.id] = node;
   }
+  for (const n of spec.nodes) if (n.collapsed) made[n.id].collapse(true);  // plumbing: just its title bar
   // the frontend draws a node at least at its computed size (widgets, DOM widgets); stack the nodes of a column
   // at that real size so none overlaps the next, whatever size the spec guessed
   const gap = 30 + (LiteGraph.NODE_TITLE_HEIGHT ?? 30);
   for (const node of Object.values(made)) {
+    if (node.flags?.collapsed) continue;
     const min = node.computeSize();
     node.setSize([Math.max(node.size[0], min[0]), Math.max(node.size[1], min[1])]);
   }
@@ -182,7 +184,7 @@ async def fit_view(b: harness.Browser) -> float:
     scale = await b.eval(
         f"(() => {{ const ds = app.canvas.ds; if (ds.scale < {READABLE_ZOOM}) {{"
         " const xs = app.graph._nodes.map(n => n.pos[0]), ys = app.graph._nodes.map(n => n.pos[1]);"
-        f" ds.scale = {READABLE_ZOOM}; ds.offset = [40 - Math.min(...xs), 70 - Math.min(...ys)];"
+        f" ds.scale = {READABLE_ZOOM}; ds.offset = [100 - Math.min(...xs), 80 - Math.min(...ys)];"
         " app.graph.setDirtyCanvas(true, true) } return ds.scale })()"
     )
     await asyncio.sleep(0.5)
@@ -197,9 +199,10 @@ async def run_on_canvas(b: harness.Browser, srv: harness.ComfyServer, output_nod
 
 
 async def author_one(b: harness.Browser, srv: harness.ComfyServer, out_dir: Path, name: str, spec: dict,
-                     before_run: list[str] = (), timeout: float = 240.0) -> None:  # fmt: skip
-    """Build ``spec`` on a fresh canvas, save it as ``name``.json, run it (after the ``before_run``
-    scripts, e.g. widget values for the thumbnail only) and save the canvas as ``name``.jpg."""
+                     before_run: list[str] = (), timeout: float = 240.0, thumb: str = "result") -> None:  # fmt: skip
+    """Build ``spec`` on a fresh canvas, save it as its title's .json, run it (after the ``before_run``
+    scripts, e.g. widget values for the thumbnail only) and save as the .jpg thumbnail its result (``thumb``
+    "result": the Save Image node's picture) or the canvas after the run ("canvas")."""
     from PIL import Image
 
     await harness.open_canvas(b, srv)  # a fresh page: no outputs of the previous graph linger
@@ -217,6 +220,11 @@ async def author_one(b: harness.Browser, srv: harness.ComfyServer, out_dir: Path
         " return { filename: q.get('filename'), subfolder: q.get('subfolder') ?? '', type: q.get('type') } })()"
     )
     result = Image.open(io.BytesIO(srv.view(shown))).convert("RGB")
+    if thumb == "canvas":
+        png = out_dir / f".{name}.png"
+        await b.screenshot(png)
+        result = Image.open(png).convert("RGB")
+        png.unlink()
     (out_dir / f"{file}.jpg").write_bytes(thumbnail(result))
     print(f"wrote {out_dir.name}/{file}.json and .jpg", flush=True)
 
