@@ -158,7 +158,7 @@ def test_published_pack_holds_what_a_user_needs_and_no_developer_files():
     assert not [p for p in published if p.startswith(("tests/", "bench/", ".ci/"))]
     for needed in ("__init__.py", "nodes/__init__.py", "assr_eic/weights/default.safetensors", "web/assr_eic.js",
                    "samples/astronaut.assr", "requirements.txt", "pyproject.toml", "README.md", "LICENSE",
-                   "docs/icon.png", "docs/screenshot_canvas.png"):  # fmt: skip
+                   "docs/icon.png", "docs/screenshot_canvas.png", "docs/screenshot_templates.png"):  # fmt: skip
         assert needed in published, needed
     assert any(p.startswith("example_workflows/") and p.endswith(".json") for p in published)
     size = sum((harness.REPO / p).stat().st_size for p in published)

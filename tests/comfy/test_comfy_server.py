@@ -254,7 +254,7 @@ class TestWorkflows:
             target = prompt[enc]["inputs"]["bpp"]
             bpp = float(out[enc]["text"][0].split(" bpp")[0].split(", ")[-1])
             assert abs(bpp - target) <= 0.1 * target
-        for cmp in sorted(k for k, n in prompt.items() if n["class_type"] == "ASSR_Compare"):
+        for cmp in sorted((k for k, n in prompt.items() if n["class_type"] == "ASSR_Compare"), key=int):  # rate order
             lines = out[cmp]["text"][0].splitlines()
             assert [x.split(":")[0].split(" ")[0] for x in lines] == ["ASSR", "JPEG", "WebP", "AVIF"]
             ours.append(float(lines[0].split(" dB")[0].split(", ")[-1]))
