@@ -35,10 +35,15 @@ NOTE_SPLIT = (
     "invented detail. adaptor: trained weights from models/assr_eic_adaptors/, or none (training-free).\n"
     "4. ASSR Color Fix pulls the colours back to the fidelity decode."
 )
+GPU_NOTE = (
+    "The defaults here suit a CPU (4 steps). On a GPU raise steps to 20-30 on ASSR Diffusion Decode and set "
+    "factor to the output size you want; cfg 0 takes the family's guidance, tile_size 0 its native resolution."
+)
 NOTE_ALL = (
     "The same diffusion decoding in one node: ASSR Diffusion Decode samples with live preview and progress, "
     "decodes and colour-fixes; outputs larger than tile_size are sampled in overlapping tiles.\n\n"
-    "Choose your SD checkpoint in Load Checkpoint and an .assr file in Load ASSR Bitstream, then queue."
+    "Choose your SD 1.x/2.x checkpoint in Load Checkpoint and an .assr file in Load ASSR Bitstream, then queue.\n\n"
+    + GPU_NOTE
 )
 
 WORKFLOWS = {
@@ -73,14 +78,14 @@ WORKFLOWS = {
     },
     "assr_diffusion_all_in_one": {
         "nodes": [
-            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 220], "widgets": {"text": NOTE_ALL}},
-            {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 300], "size": [380, 100],
+            {"id": "note", "type": "Note", "pos": [40, 40], "size": [380, 300], "widgets": {"text": NOTE_ALL}},
+            {"id": "ckpt", "type": "CheckpointLoaderSimple", "pos": [40, 380], "size": [380, 100],
              "widgets": {"ckpt_name": CHECKPOINT}},
-            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 440], "size": [380, 120],
+            {"id": "load", "type": "ASSR_LoadBitstream", "pos": [40, 520], "size": [380, 120],
              "widgets": {"bitstream": "example.assr"}},
-            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 600], "size": [380, 90]},
+            {"id": "model", "type": "ASSR_LoadModel", "pos": [40, 680], "size": [380, 90]},
             {"id": "dec", "type": "ASSR_DiffusionDecode", "pos": [460, 40], "size": [360, 760],
-             "widgets": {"steps": 20, "cfg": 4.0}},
+             "widgets": {"steps": 4, "cfg": 0.0, "color_fix": "consistency"}},
             {"id": "saveimg", "type": "SaveImage", "pos": [860, 40], "size": [380, 420],
              "widgets": {"filename_prefix": "assr/diffusion"}},
             {"id": "fid", "type": "PreviewImage", "pos": [860, 500], "size": [380, 300], "title": "fidelity decode"},
@@ -99,11 +104,6 @@ CHECKPOINT_SDXL = "sd_xl_base_1.0.safetensors"
 UNET_SD35, CLIP_L, CLIP_G, VAE_SD35 = (
     "sd3.5_medium.safetensors", "clip_l.safetensors", "clip_g.safetensors", "sd3.5_vae.safetensors",
 )  # fmt: skip
-GPU_NOTE = (
-    "The defaults here are for a CPU (4 steps, 2x output). On a GPU raise steps to 20-30 on ASSR Diffusion "
-    "Decode and set factor to the size you want; cfg 0 takes the family's guidance, tile_size 0 its native "
-    "resolution."
-)
 NOTE_SDXL = (
     "Diffusion decoding of an .assr file on your SDXL checkpoint, in one node.\n\n1. Choose your SDXL checkpoint "
     "in Load Checkpoint (its CLIP-L + CLIP-G text encoders and VAE come with it).\n2. Choose an .assr file in "
