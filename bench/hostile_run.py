@@ -281,7 +281,7 @@ def run_server(n: int, cap: float, out: Path) -> dict:
             prompt = harness.ui_to_api(harness.load_workflow("assr_load_and_decode"), info)
             load = next(k for k, v in prompt.items() if v["class_type"] == "ASSR_LoadBitstream")
             dec = next(k for k, v in prompt.items() if v["class_type"] == "ASSR_Decode")
-            prompt[dec]["inputs"]["max_pixels"] = hostile.DECODE_MAX_PIXELS
+            prompt[dec]["inputs"].update(max_pixels=hostile.DECODE_MAX_PIXELS, size="original")
             (base / "input" / "warmup.assr").write_bytes(seeds["av1-s2"])
             prompt[load]["inputs"]["bitstream"] = "warmup.assr"
             srv.run(prompt)

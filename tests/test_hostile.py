@@ -110,7 +110,7 @@ def _first(prefix: str, outcome: str, codec: str | None = None) -> str:
 
 
 CLI_CASES = [
-    ("seeds/learned-s3.assr", None, None),  # valid: a decode
+    ("seeds/av1-s2.assr", None, None),  # valid: a decode
     ("rans", "BitstreamError", "learned"),  # refused by the rANS decoder, after torch and the model
     ("av1-frame", "BitstreamError", "av1"),  # refused by dav1d
     ("prompt", "BitstreamError", None),  # refused from the header
