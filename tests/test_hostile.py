@@ -139,3 +139,15 @@ def test_cli_answers_hostile_files_in_one_line(tmp_path, prefix, outcome, codec)
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("assr-eic decompress: error: "), r.stderr
     assert not out.exists()
+
+
+def test_cli_refuses_a_declared_size_over_max_pixels_before_importing_torch():
+    name = _first("large", "OutputTooLargeError")
+    code = (
+        "import sys; from assr_eic import cli; "
+        f"rc = cli.main(['decompress', {str(hostile.CORPUS / name)!r}, '-o', 'unused.png', "
+        f"'--max-pixels', '{hostile.DECODE_MAX_PIXELS}']); print(rc, 'torch' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["2", "False"], (r.stdout, r.stderr)
+    assert "above the decoding limit" in r.stderr and len(r.stderr.splitlines()) == 1
