@@ -38,7 +38,6 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,10 +225,25 @@ def run_cli_one(path: Path, out_png: Path, cap: float) -> dict:
             "stderr_lines": len(lines), "stderr": stderr[-2000:]}  # fmt: skip
 
 
-def run_cli(n: int, jobs: int, cap: float, out: Path) -> dict:
+def run_cli(n: int, jobs: int, cap: float, out: Path, budget_s: float | None = None) -> dict:
+    """``n`` files, ``jobs`` at a time; with ``budget_s``, no file is started after that many seconds (the
+    figures then count the files that ran)."""
     seeds = hostile.load_seeds()
     t = time.monotonic()
+    todo = list(range(n))
+    lock = threading.Lock()
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="hostile-cli-") as d:
+
+        def drive() -> None:
+            while True:
+                with lock:
+                    if not todo or (budget_s is not None and time.monotonic() - t > budget_s):
+                        return
+                    i = todo.pop(0)
+                row = one(i)
+                with lock:
+                    rows.append(row)
 
         def one(i: int) -> dict:
             h = _file("cli", i, seeds)
@@ -245,11 +259,15 @@ def run_cli(n: int, jobs: int, cap: float, out: Path) -> dict:
                 print(f"cli: {i}/{n}", flush=True)
             return row
 
-        with ThreadPoolExecutor(jobs) as ex:
-            rows = list(ex.map(one, range(n)))
+        threads = [threading.Thread(target=drive) for _ in range(jobs)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    rows.sort(key=lambda r: r["i"])
     res = _counts([{**r, "outcome": "DocumentedError" if r["outcome"] == "error" else r["outcome"]} for r in rows])
     res.update(
-        files=n, jobs=jobs, cap_s=cap, wall_s=time.monotonic() - t,
+        files=len(rows), files_asked=n, budget_s=budget_s, jobs=jobs, cap_s=cap, wall_s=time.monotonic() - t,
         median_wall_s={"valid decode": _median([r["wall_s"] for r in rows if r["outcome"] == "ok"]),
                        "rejection": _median([r["wall_s"] for r in rows if r["outcome"] == "error"])},
         max_peak_rss_mb={"valid decode": max((r["peak_rss_mb"] for r in rows if r["outcome"] == "ok"), default=None),
@@ -417,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", type=int, default=0, help="files through the real ComfyUI server")
     p.add_argument("--workers", type=int, default=2, help="library worker processes")
     p.add_argument("--jobs", type=int, default=2, help="CLI processes at a time")
+    p.add_argument("--cli-budget", type=float, help="CLI: start no file after this many seconds")
     p.add_argument("--cap", type=float, default=20.0, help="seconds per file before it counts as a hang")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hostile")
     a = p.parse_args(argv)
@@ -430,10 +449,13 @@ def main(argv: list[str] | None = None) -> int:
                    decode_max_pixels=hostile.DECODE_MAX_PIXELS,
                    command="nice -n 10 python bench/hostile_run.py " + " ".join(argv or sys.argv[1:]))  # fmt: skip
     for part, n, fn in (("library", a.library, lambda: run_library(a.library, a.workers, a.cap, a.out)),
-                        ("cli", a.cli, lambda: run_cli(a.cli, a.jobs, a.cap, a.out)),
+                        ("cli", a.cli, lambda: run_cli(a.cli, a.jobs, a.cap, a.out, a.cli_budget)),
                         ("server", a.server, lambda: run_server(a.server, a.cap, a.out))):  # fmt: skip
         if n:
-            results["parts"][part] = {**fn(), "command": results["command"]}
+            figures = {**fn(), "command": results["command"]}
+            if path.is_file():  # another run may have written its parts meanwhile
+                results["parts"] = json.loads(path.read_text())["parts"]
+            results["parts"][part] = figures
             path.write_text(json.dumps(results, indent=1) + "\n")
             r = results["parts"][part]
             print(f"{part}: {r['decoded']} decoded, {r['documented_error']} documented errors, {r['crash']} crashes, "
