@@ -2,6 +2,7 @@
 
     python bench/hostile.py --seeds          # (re)write the seed files (real files, the shipped model)
     python bench/hostile.py --corpus         # (re)write tests/data/hostile/ and its manifest
+    python bench/hostile.py --manifest       # record the outcomes of the corpus files as they are
 
 Every hostile file starts from a real file of either base codec (``tests/data/hostile/seeds/``, made by
 :func:`make_seeds` with the shipped model from the bundled photographs), is split into its fields
@@ -683,16 +684,27 @@ def write_corpus(per_family: int = 4, seed: int = 21, extra: dict[str, bytes] | 
     return manifest
 
 
+def rewrite_manifest() -> dict[str, str]:
+    """Decode the corpus files as they are and record their outcomes (after a deliberate decoder change)."""
+    from assr_eic.model import load_model
+
+    model = load_model()
+    manifest = {p.relative_to(CORPUS).as_posix(): outcome(p.read_bytes(), model) for p in CORPUS.rglob("*.assr")}
+    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", action="store_true", help="(re)write the seed files with the shipped model")
     p.add_argument("--corpus", action="store_true", help="(re)write the regression corpus and its manifest")
+    p.add_argument("--manifest", action="store_true", help="record the outcomes of the corpus files as they are")
     p.add_argument("--per-family", type=int, default=4)
     a = p.parse_args(argv)
     if a.seeds:
         make_seeds()
-    if a.corpus:
-        m = write_corpus(a.per_family)
+    if a.corpus or a.manifest:
+        m = write_corpus(a.per_family) if a.corpus else rewrite_manifest()
         counts: dict[str, int] = {}
         for v in m.values():
             counts[v] = counts.get(v, 0) + 1

@@ -151,3 +151,14 @@ def test_cli_refuses_a_declared_size_over_max_pixels_before_importing_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == ["2", "False"], (r.stdout, r.stderr)
     assert "above the decoding limit" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("stream", [0, 1])
+def test_words_after_the_last_latent_symbol_are_refused(shipped, seeds, stream):
+    """One byte string per stream: a real learned file with a word appended to either rANS stream."""
+    parts = hostile.split(seeds["learned-s3"])
+    streams = list(parse(seeds["learned-s3"]).streams)
+    streams[stream] += b"\0\0\0\0"
+    hostile.with_streams(parts, streams)
+    with pytest.raises(BitstreamError, match="does not end where its last symbol does"):
+        pipeline.decode(hostile.join(parts), model=shipped)
