@@ -153,6 +153,7 @@ def _pick(rng: random.Random, seeds: Seeds, codec: str | None = None) -> tuple[s
 
 
 def fam_flags(rng, seeds):
+    """The flags byte: each of version, codec id, prompt bit and stream count, or the whole byte."""
     name, data = _pick(rng, seeds)
     parts = split(data)
     field = rng.choice(("version", "codec_id", "prompt", "n_streams", "byte"))
@@ -167,6 +168,7 @@ def fam_flags(rng, seeds):
 
 
 def fam_fingerprint(rng, seeds):
+    """The model fingerprint: right, zero, one bit off, random (ModelMismatchError)."""
     name, data = _pick(rng, seeds)
     parts = split(data)
     kind = rng.choice(("right", "zero", "flip", "random"))
@@ -231,6 +233,7 @@ def fam_scale(rng, seeds):
 
 
 def fam_quality(rng, seeds):
+    """The quality code: its ends and random values (all legal: a file that decodes)."""
     name, data = _pick(rng, seeds)
     parts = split(data)
     q = rng.choice((0, 1, 127, 254, 255, rng.randrange(256)))
