@@ -158,7 +158,10 @@ def cmd_decompress(a: argparse.Namespace) -> None:
     suffix = ".png" if a.output == STDOUT else out.suffix.lower()
     if suffix not in (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg"):
         raise UserError(f"unknown output image type {out.suffix!r}; use .png")
-    data, _ = _read_checked(a.input)
+    data, bs = _read_checked(a.input)
+    from .decode_size import check_decode_size
+
+    check_decode_size(bs, a.size, a.max_pixels)  # a declared size over the limit: refused before torch too
     from PIL import Image  # torch, the model and Pillow only once the file passed every cheap check
 
     from .pipeline import decompress

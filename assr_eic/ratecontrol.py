@@ -493,6 +493,13 @@ def _lowres_of(model: ASSRModel, e: Encoded) -> LowresCode:
     return e.lowres
 
 
+def with_stored_strength(model: ASSRModel, enc: Encoded, x: torch.Tensor) -> Encoded:
+    """``enc`` as rate control finishes the file of image ``x``: with the decoder strength that does best on
+    its sample of tiles (``Bitstream.decoder_strength``; 0 where every strength loses), repacked (same size).
+    What the training pairs of the diffusion adaptor use, so that they carry the strength real files store."""
+    return _finish(model, enc, x, None, 0)
+
+
 def _finish(
     model: ASSRModel, e: Encoded, x: torch.Tensor, progress: Callable[[int, int], None] | None, total: int,
     decoder: bool = True,

@@ -8,7 +8,8 @@ traceback); an input that runs longer than ``--input-timeout`` seconds is a hang
 own timer (a C signal handler, so it also fires on a deadlock inside native code, where a Python alarm
 never runs) and saved as ``libfuzzer-timeout-*``; native crashes and out-of-memory are saved likewise.
 
-The corpus is seeded with real ``.assr`` files of both base codecs (with and without a prompt). The
+The corpus is seeded with real ``.assr`` files of both base codecs (with and without a prompt) and the
+hostile regression corpus (``tests/data/hostile/``, valid-CRC files from ``bench/hostile.py``). The
 first byte of every fuzz input is a mode: bit 0 recomputes the CRC-32 and bit 1 writes the loaded
 model's fingerprint before parsing, so mutations reach the deeper layers (payload parsing, AV1
 decoding with dav1d, the checked rANS decoder, the learned codec's synthesis, the SR decoder) instead
@@ -80,6 +81,12 @@ def make_seeds(corpus: Path) -> list[Path]:
             p = corpus / f"seed-{codec}-{s:g}-{q:g}-{mode}.bin"
             p.write_bytes(bytes([mode]) + data)
             files.append(p)
+    # and the hostile regression corpus (tests/data/hostile/, bench/hostile.py): valid-CRC files that reach
+    # every decoder, the CRC fixed again after each mutation
+    for f in sorted((Path(__file__).resolve().parent.parent / "tests" / "data" / "hostile").rglob("*.assr")):
+        p = corpus / f"hostile-{f.stem}.bin"
+        p.write_bytes(bytes([MODE_FIX_CRC]) + f.read_bytes())
+        files.append(p)
     return files
 
 

@@ -1,7 +1,9 @@
 """The Kodak benchmark: ASSR-EIC against JPEG, WebP, AVIF, JPEG XL and HEIC at matched rate.
 
 ``python bench/kodak.py --out bench/results`` (or ``assr-eic bench ...``). On the five Kodak crops
-(``assr_eic.train.data.load_eval_set``), for each target bpp it measures
+(``assr_eic.train.data.load_eval_set``), or with ``--set mpx --out bench/results/mpx`` on the eight
+1024x1024 held-out pictures (three photographs, five illustrations from the Debian wallpaper packages,
+never trained on), for each target bpp it measures
 
 * ``ours-av1`` and ``ours-learned``: ``compress(target_bpp=...)`` (rate control picks s and q), decoded
   with the fidelity decoder; ``ours-av1-fast`` and ``ours-av1-best`` the same with rate control's
@@ -81,13 +83,13 @@ def run(args: argparse.Namespace) -> dict:
     from assr_eic.baselines import available_codecs
     from assr_eic.model import load_model
     from assr_eic.train.data import load_eval_set
-    from assr_eic.train.fetch import fetch_eval_set
+    from assr_eic.train.fetch import fetch_eval_set, fetch_mpx_set
 
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fetch_eval_set(Path(args.data))
-    all_images = load_eval_set(Path(args.data))
+    (fetch_mpx_set if args.set == "mpx" else fetch_eval_set)(Path(args.data))
+    all_images = load_eval_set(Path(args.data), args.set)
     if args.images:
         names = args.images.split(",")
         unknown = [n for n in names if n not in all_images]
@@ -117,6 +119,7 @@ def run(args: argparse.Namespace) -> dict:
     model = load_model(args.model)
     cache = ClassicalCache(None if args.cache == "none" else Path(args.cache))
     config = {
+        "set": args.set,
         "images": names,
         "targets": targets,
         "scales": scales,
@@ -304,8 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"smoke test: {QUICK_IMAGES} images, targets {', '.join(f'{t:g}' for t in QUICK_TARGETS)}",
     )
-    p.add_argument("--data", default=".cache/data", help="where the Kodak crops are cached (fetched if missing)")
-    p.add_argument("--images", help="comma-separated image names (default: all five, or two with --quick)")
+    p.add_argument("--set", choices=("kodak", "mpx"), default="kodak",
+                   help="evaluation set: the five 512x384 Kodak crops, or the eight 1024x1024 held-out pictures")
+    p.add_argument("--data", default=".cache/data", help="where the evaluation sets are cached (fetched if missing)")
+    p.add_argument("--images", help="comma-separated image names (default: the whole set, or two with --quick)")
     p.add_argument("--targets", help="comma-separated target bpp values (default: 0.005 ... 0.3)")
     p.add_argument("--codecs", help="comma-separated classical codecs (default: every available one)")
     p.add_argument("--scales", help="comma-separated classical downscale factors (default: 1,1.5,2,3,4,6)")

@@ -252,6 +252,12 @@ def model_roots(folder: str = FOLDER) -> dict[str, str | os.PathLike]:
     return roots
 
 
+def decode_error(item: BitstreamItem, e: Exception) -> ValueError:
+    """The node error for a file that does not decode: its name and the sentence, with no server path (a
+    foreign file's sentence names the loaded model's file)."""
+    return ValueError(f"cannot decode {item.source}: {relative_message(e, model_roots())}")
+
+
 def _input_roots() -> dict[str, str | os.PathLike]:
     return {INPUT_LABEL: folder_paths.get_input_directory(), "the pack's samples folder": SAMPLES_DIR}
 

@@ -16,6 +16,7 @@ from .common import (
     ASSRBitstreamType,
     ASSRModelType,
     Progress,
+    decode_error,
     image_items,
     items_of,
     model_handle,
@@ -111,7 +112,7 @@ class ASSRCompare(io.ComfyNode):
             try:
                 ours = to_uint8(decode(bs, model=net).image)
             except ValueError as e:
-                raise ValueError(f"cannot decode {it.source}: {e}") from None
+                raise decode_error(it, e) from None
             p = psnr(ref, ours)
             row = [(ref, f"original {W}x{H}"), (ours, f"ASSR {bs.bpp:.4f} bpp  {p:.2f} dB")]
             lines.append(f"ASSR: {bs.nbytes} bytes, {bs.bpp:.4f} bpp, {p:.2f} dB")

@@ -50,6 +50,7 @@ from .common import (
     ASSRModelType,
     ModelHandle,
     Progress,
+    decode_error,
     items_of,
     model_handle,
     model_path,
@@ -177,7 +178,7 @@ def decode_hints(items, handle: ModelHandle, size: tuple[int, int], progress: Pr
         try:
             out = decode(it.bitstream, size=size, model=net)
         except ValueError as e:
-            raise ValueError(f"cannot decode {it.source}: {e}") from None
+            raise decode_error(it, e) from None
         decoded.append(out.image.clamp(0, 1).float())
         u = uncertainty_map(out.lowres.x_hat, out.lowres).float()
         maps.append(F.interpolate(u, size=size, mode="bilinear", align_corners=False))

@@ -17,6 +17,7 @@ from .common import (
     ASSRModelType,
     BitstreamItem,
     Progress,
+    decode_error,
     image_items,
     items_of,
     model_handle,
@@ -229,7 +230,7 @@ class ASSRDecode(io.ComfyNode):
             try:
                 check_decode_size(it.bitstream, None if size == SIZE_ORIGINAL else hw, max_pixels)
             except ValueError as e:
-                raise ValueError(f"cannot decode {it.source}: {e}") from None
+                raise decode_error(it, e) from None
         codecs = {it.bitstream.codec for it in items}
         net = handle.ready(codecs)
         progress = Progress(len(items))
@@ -241,7 +242,7 @@ class ASSRDecode(io.ComfyNode):
             try:
                 pixels, code = decompress_with_lowres(it.bitstream, size=hw, model=net, max_pixels=max_pixels)
             except ValueError as e:
-                raise ValueError(f"cannot decode {it.source}: {e}") from None
+                raise decode_error(it, e) from None
             images[i].copy_(torch.from_numpy(pixels)).div_(255)
             del pixels
             lowres.append(code.x_hat)

@@ -298,3 +298,86 @@ def test_the_adaptor_records_the_family_of_the_unet_it_was_trained_on(sd_folder)
     assert train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=768), "sd2") == "sd2"
     with pytest.raises(SystemExit, match="SDXL"):
         train_diffusion.unet_family(SimpleNamespace(cross_attention_dim=2048, addition_embed_type="text_time"))
+
+
+def test_pairs_carry_the_decoder_strength_files_store(photo, model):
+    """A pair's fidelity decode is the one a real file of that crop decodes to: rate control's file (coded to a
+    target bpp) at its codes stores a decoder strength, and the pair made at those codes has that strength and
+    that decode; without rate control (files coded at a given scale and quality) full strength. In a batch the
+    choice is drawn from the batch's seed."""
+    from assr_eic.bitstream import FULL_STRENGTH
+    from assr_eic.pipeline import decode
+    from assr_eic.ratecontrol import search
+    from assr_eic.train.diffusion_data import make_pair_codes
+
+    stored = []
+    for y0, x0, bpp in ((0, 0, 0.3), (200, 300, 0.1), (120, 200, 0.5), (300, 40, 0.2)):
+        x = torch.tensor(photo[y0 : y0 + 64, x0 : x0 + 64]).permute(2, 0, 1)[None].float() / 255
+        enc = search(model, x, bpp, "av1")
+        bs = enc.bitstream
+        pair = make_pair_codes(model, x, "av1", bs.scale_code, bs.quality_code)
+        assert int(pair["decoder_strength"]) == bs.decoder_strength
+        assert torch.allclose(pair["decoded"], decode(enc.data, model=model).image.clamp(0, 1), atol=1e-6)
+        full = make_pair_codes(model, x, "av1", bs.scale_code, bs.quality_code, rate_controlled=False)
+        assert int(full["decoder_strength"]) == FULL_STRENGTH
+        stored.append(bs.decoder_strength)
+        if bs.decoder_strength != FULL_STRENGTH:
+            assert not torch.equal(pair["decoded"], full["decoded"])
+    print(f"decoder strengths rate control stored: {stored}")
+    assert set(stored) != {FULL_STRENGTH}, "the check can fail: some file here stores less than full strength"
+
+
+def test_batches_draw_the_strength_rule_from_their_seed(photos, model):
+    from assr_eic.bitstream import FULL_STRENGTH
+    from assr_eic.train.diffusion_data import make_batch, make_pair_codes, random_crop, read_rgb
+
+    files = train_diffusion.photo_files(photos)
+    spec = tiny_spec(seed=9, batch=6, rate_controlled=0.5)
+    a, b = make_batch(spec, files, model, 3), make_batch(spec, files, model, 3)
+    assert torch.equal(a["decoder_strength"], b["decoder_strength"]) and torch.equal(a["decoded"], b["decoded"])
+    # the same draws again by hand: photo, crop, codes, then whether rate control sets the strength
+    rng, chosen = spec.rng(3), []
+    for i in range(spec.batch):
+        path = files[int(rng.integers(len(files)))]
+        x = random_crop(read_rgb(path), spec.size, rng)
+        sc, qc = spec.draw_codes(rng)
+        chosen.append(bool(rng.random() < spec.rate_controlled))
+        spec.draw_prompt(rng, path)
+        pair = make_pair_codes(model, x, spec.codec, sc, qc, chosen[-1])
+        assert int(a["decoder_strength"][i]) == int(pair["decoder_strength"])
+        assert torch.equal(a["decoded"][i], pair["decoded"][0])
+        if not chosen[-1]:
+            assert int(a["decoder_strength"][i]) == FULL_STRENGTH
+    assert True in chosen and False in chosen, chosen
+    none = make_batch(tiny_spec(seed=9, batch=6, rate_controlled=0.0), files, model, 3)
+    assert set(none["decoder_strength"].tolist()) == {FULL_STRENGTH}
+
+
+def test_validation_writes_an_image_grid_and_recomputable_figures(sd_folder, photos, model_path, model, tmp_path):
+    from PIL import Image
+
+    work = tmp_path / "work"
+    args = ["--sd", str(sd_folder), "--data", str(photos), "--model", model_path, "--size", "64", "--batch", "1"]
+    args += ["--base-channels", "8", "--seed", "6", "--ema", "0.5", "--steps", "2", "--val-every", "2"]
+    args += ["--val-pairs", "2", "--val-images", str(photos), "--workdir", str(work), "--out", str(tmp_path / "a.st")]
+    assert train_diffusion.main(args) == 0
+    (rec,) = read_log(work / "val.jsonl")
+    assert rec["step"] == 2 and rec["val_image_weights"] == "ema"
+    grid = np.asarray(Image.open(work / rec["val_images"]).convert("RGB"))
+    assert grid.shape == (2 * 64, 3 * 64, 3), "one row per shown pair: fidelity decode | x0 | target"
+    figures = rec["val_image_figures"]
+    assert len(figures) == 2
+    for i, f in enumerate(figures):
+        fid, x0, target = (
+            torch.from_numpy(grid[64 * i : 64 * (i + 1), 64 * j : 64 * (j + 1)].copy()).permute(2, 0, 1)[None].float()
+            / 255
+            for j in range(3)
+        )
+        lowres = train_diffusion.lowres_of(model, "av1", {"target": target, "s": [f["s"]], "q": [f["q"]]})
+        again = train_diffusion.image_figures(model, "av1", f["s"], x0, target, fid, lowres)
+        assert all(np.isfinite(f[k]) for k in again), f
+        assert again == pytest.approx({k: f[k] for k in again}, rel=1e-9, abs=1e-9), (again, f)
+        assert not torch.equal(x0, fid) and f["psnr"] != f["fidelity_psnr"]
+    for k in ("psnr", "ms_ssim", "consistency_psnr", "fidelity_psnr", "fidelity_consistency_psnr"):
+        assert rec[f"val_{k}"] == pytest.approx(np.mean([f[k] for f in figures]))
+    print({k: round(v, 3) for k, v in rec.items() if k.startswith("val_") and isinstance(v, float)})

@@ -11,8 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from assr_eic.train.data import KODAK_MEMBERS, CropDataset, load_eval_set, train_photos
-from assr_eic.train.fetch import fetch_eval_set, noise_sigma, photo_check, select_photos
+from assr_eic.train.data import KODAK_MEMBERS, MPX_MEMBERS, MPX_SIDE, CropDataset, load_eval_set, train_photos
+from assr_eic.train.fetch import (
+    fetch_eval_set,
+    fetch_mpx_set,
+    noise_sigma,
+    photo_check,
+    picture_family,
+    select_pictures,
+)
 
 
 def jpeg(img: np.ndarray, quality: int = 92) -> Image.Image:
@@ -112,30 +119,47 @@ class TestPhotoCheck:
         assert noise_sigma(np.full((32, 32), 7.0)) == 0
 
 
-class TestSelectPhotos:
-    def test_wallpaper_package_layout(self, tmp_path, photo, cat):
+class TestSelectPictures:
+    def test_wallpaper_package_layout(self, tmp_path, cat):
         kde = tmp_path / "usr/share/wallpapers/Astro/contents"
         (kde / "images").mkdir(parents=True)
-        (kde / "images/512x384.jpg").write_bytes(camera_jpeg_bytes(photo))
-        Image.fromarray(photo[::2, ::2]).save(kde / "images/256x192.jpg", quality=92)
-        os.symlink(kde / "images/512x384.jpg", kde / "images/1024x768.jpg")
-        Image.fromarray(photo[::4, ::4]).save(kde / "screenshot.jpg")
+        astro = np.ascontiguousarray(cat[::-1])
+        (kde / "images/902x600.jpg").write_bytes(camera_jpeg_bytes(astro))
+        Image.fromarray(astro[::2, ::2]).save(kde / "images/451x300.jpg", quality=92)
+        os.symlink(kde / "images/902x600.jpg", kde / "images/1920x1200.jpg")
+        Image.fromarray(astro[::4, ::4]).save(kde / "screenshot.jpg")
         flat = tmp_path / "usr/share/backgrounds"
         flat.mkdir(parents=True)
         Image.fromarray(cat).save(flat / "cat_big.jpg", quality=95)
-        Image.fromarray(cat[::2, ::2]).save(flat / "cat_small.jpg", quality=95)
-        Image.fromarray(gradient()).save(flat / "ramp.jpg", quality=95)
-        Image.fromarray(np.ascontiguousarray(photo[::-1])).save(flat / "render.png")
+        Image.fromarray(cat).resize((800, 532), Image.Resampling.BICUBIC).save(flat / "cat_small.jpg", quality=95)
+        Image.fromarray(gradient(600, 800)).save(flat / "ramp.jpg", quality=95)
+        Image.fromarray(np.ascontiguousarray(cat[:, ::-1])).save(flat / "render.png")
+        Image.fromarray(np.ascontiguousarray(cat[:, ::-1])).resize((451, 300)).save(flat / "render_451x300.png")
+        Image.fromarray(gradient(256, 256)).save(flat / "tile.png")
+        rgba = np.dstack([np.ascontiguousarray(cat[::-1, ::-1]), np.full(cat.shape[:2], 255, np.uint8)])
+        rgba[:, : cat.shape[1] // 2, 3] = 0
+        Image.fromarray(rgba, "RGBA").save(flat / "overlay.png")
+        for variant, img in (("Hold-l", cat[:, :600]), ("Hold-d", 255 - cat[:, :600])):
+            Image.fromarray(np.ascontiguousarray(img)).save(flat / f"{variant}.png")
 
-        kept, rejected, skipped = select_photos("some-wallpapers", tmp_path)
-        assert sorted(w.ident for w in kept) == ["Astro", "cat_big"]
-        assert next(w for w in kept if w.ident == "Astro").path.name == "512x384.jpg"
+        kept, rejected, skipped = select_pictures("some-wallpapers", tmp_path, held_out=frozenset({"Hold"}))
+        kinds = {w.ident: w.kind for w in kept}
+        assert kinds == {"Astro": "photo", "cat_big": "photo", "ramp": "illustration", "render": "illustration"}
+        assert next(w for w in kept if w.ident == "Astro").path.name == "902x600.jpg"
+        assert next(w for w in kept if w.ident == "render").path.name == "render.png"
         assert rejected["cat_small"].startswith("near-duplicate")
-        assert "flat" in rejected["ramp"] and "not JPEG" in rejected["render"]
+        assert rejected["tile"] == "smaller than 512 px" and rejected["overlay"] == "see-through overlay"
+        assert rejected["Hold-l"] == rejected["Hold-d"] == "held out: 1-megapixel evaluation set"
         assert set(skipped) == {
-            "usr/share/wallpapers/Astro/contents/images/256x192.jpg",
+            "usr/share/wallpapers/Astro/contents/images/451x300.jpg",
             "usr/share/wallpapers/Astro/contents/screenshot.jpg",
+            "usr/share/backgrounds/render_451x300.png",
         }
+
+    def test_picture_family(self):
+        assert [picture_family(i) for i in ("truchet-d", "truchet-l", "Kay-dark", "Kay", "string")] == [
+            "truchet", "truchet", "Kay", "Kay", "string"
+        ]  # fmt: skip
 
 
 class TestEvalSet:
@@ -152,6 +176,26 @@ class TestEvalSet:
         images = load_eval_set(tmp_path)
         assert list(images) == [p.stem for p in paths]
         assert all(np.array_equal(v, photo) for v in images.values())
+
+
+class TestMpxSet:
+    def test_missing_set_says_how_to_fetch(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match=r"python -m assr_eic.train.fetch --cache \S+ --mpx"):
+            load_eval_set(tmp_path, "mpx")
+        with pytest.raises(ValueError, match="unknown evaluation set"):
+            load_eval_set(tmp_path, "imagenet")
+
+    def test_fetch_is_a_no_op_when_present(self, tmp_path, photo):
+        (tmp_path / "mpx").mkdir()
+        img = np.asarray(Image.fromarray(photo).resize((MPX_SIDE, MPX_SIDE)))
+        for name in MPX_MEMBERS.values():
+            Image.fromarray(img).save(tmp_path / "mpx" / f"{name}.png")
+        paths = fetch_mpx_set(tmp_path)  # must not run apt-get
+        assert len(paths) == 8 and not (tmp_path / "debs").exists()
+        images = load_eval_set(tmp_path, "mpx")
+        assert sorted(images) == sorted(MPX_MEMBERS.values())
+        assert sum(n.startswith("photo-") for n in images) == 3
+        assert all(v.shape == (1024, 1024, 3) for v in images.values())
 
 
 class TestTrainPhotos:
@@ -172,3 +216,14 @@ class TestTrainPhotos:
         (out / "debian-mate-b.png").unlink()
         with pytest.raises(FileNotFoundError, match="1 of them missing"):
             train_photos(tmp_path)
+
+    def test_photographs_only(self, tmp_path, photo):
+        out = tmp_path / "train"
+        out.mkdir()
+        names = ("skimage-a.png", "debian-mate-b.png", "debian-mate-c.png")
+        for name in names:
+            Image.fromarray(photo).save(out / name)
+        entry = {"files": list(names[1:]), "kinds": {"debian-mate-b.png": "illustration", "debian-mate-c.png": "photo"}}
+        (out / "manifest.json").write_text(json.dumps({"skimage": {"files": [names[0]]}, "debian:mate": entry}))
+        assert [p.name for p in train_photos(tmp_path)] == list(names)
+        assert [p.name for p in train_photos(tmp_path, illustrations=False)] == ["skimage-a.png", "debian-mate-c.png"]

@@ -5,7 +5,8 @@ string, so a crafted file whose CRC is valid but whose payload is not (anything 
 makes it read past the buffer and crash the process (measured: a segmentation fault within 30 random
 payloads). This decoder mirrors ``decode_with_indexes`` exactly (Rans64, 16-bit CDF precision, 4-bit
 bypass coding of out-of-range values) and raises :class:`~assr_eic.bitstream.BitstreamError` instead:
-reads past the end, a stream that is not whole 32-bit words, a bypass value wider than 32 bits.
+reads past the end, a stream that is not whole 32-bit words, a bypass value wider than 32 bits, and
+words left after the last symbol.
 Encoding still uses CompressAI's encoder; tests check that both decoders agree on real streams.
 
 Cost: pure Python, about a microsecond per symbol; a 512x384 image at s = 2 has about 18 000
@@ -82,6 +83,10 @@ def decode_with_indexes(
             value = raw >> 1
             value = -value - 1 if raw & 1 else value + max_value
         append(value + offsets[cdf_idx])
+    # the encoder started from RANS64_L and wrote exactly the words read here: one byte string per
+    # stream, so words after the last symbol (or a state that did not come back) are refused
+    if ptr != n or x != RANS64_L:
+        raise BitstreamError("invalid file: a latent stream does not end where its last symbol does")
     return out
 
 

@@ -3,8 +3,10 @@ random-crop dataset. Nothing here downloads: ``python -m assr_eic.train.fetch --
 and training scripts only, ``assr_eic/train/fetch.py``) fills the cache, and a missing file is an error that
 names that command.
 
-Evaluation set: exactly the five 512x384 crops of Kodak kodim03, 04, 06, 08 and 19 (``kodak/kodim03.png``
-etc.), never used for training. Training set: ``train/*.png`` as recorded in ``train/manifest.json``.
+Evaluation sets, never used for training: ``kodak``, exactly the five 512x384 crops of Kodak kodim03, 04,
+06, 08 and 19 (``kodak/kodim03.png`` etc.); ``mpx``, eight 1024x1024 pictures from the Debian wallpaper
+packages (``mpx/*.png``, :data:`MPX_MEMBERS`). Training set: ``train/*.png`` as recorded in
+``train/manifest.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,23 @@ from torch.utils.data import Dataset
 KODAK_MEMBERS: dict[str, str] = {
     f"ResultsCalibra/ref_dir/I{n}.bmp": f"kodim{n}" for n in ("03", "04", "06", "08", "19")
 }
+#: The 1-megapixel evaluation set: (Debian package, picture id) -> name in ``cache_dir/mpx``. Each is the
+#: centre square of the package's largest file of that picture, resized (Lanczos) to MPX_SIDE x MPX_SIDE.
+#: Photographs: the three Debian photos the shipped model held out for validation (it never trained on
+#: them). Illustrations: five renders of four other packages (no photo filter passes them, so no model
+#: here trained on them). Their colour variants (``-l``/``-d``, ``-dark``) are kept out of training too.
+MPX_MEMBERS: dict[tuple[str, str], str] = {
+    ("mate-backgrounds", "LadyBird"): "photo-mate-LadyBird",
+    ("plasma-workspace-wallpapers", "ColorfulCups"): "photo-plasma-ColorfulCups",
+    ("plasma-workspace-wallpapers", "summer_1am"): "photo-plasma-summer_1am",
+    ("plasma-workspace-wallpapers", "Altai"): "art-plasma-Altai",
+    ("plasma-workspace-wallpapers", "Canopee"): "art-plasma-Canopee",
+    ("ukui-wallpapers", "goldfish"): "art-ukui-goldfish",
+    ("gnome-backgrounds", "truchet-d"): "art-gnome-truchet-d",
+    ("lomiri-wallpapers", "warty-final-ubuntu"): "art-lomiri-warty-final-ubuntu",
+}
+MPX_SIDE = 1024
+EVAL_SETS = ("kodak", "mpx")
 FETCH_HINT = "python -m assr_eic.train.fetch --cache {cache}"
 
 
@@ -33,15 +52,24 @@ def read_manifest(path: Path) -> dict:
         return {}
 
 
-def load_eval_set(cache_dir: Path) -> dict[str, np.ndarray]:
-    """The five Kodak crops as ``{"kodim03": uint8 (H, W, 3), ...}``; raises if they were not fetched."""
-    out = Path(cache_dir) / "kodak"
-    paths = [out / f"{name}.png" for name in KODAK_MEMBERS.values()]
+def eval_set_names(name: str = "kodak") -> list[str]:
+    """The image names of an evaluation set (``kodak`` or ``mpx``), in the benchmark's order."""
+    if name not in EVAL_SETS:
+        raise ValueError(f"unknown evaluation set {name!r}; choose one of {', '.join(EVAL_SETS)}")
+    return list(KODAK_MEMBERS.values()) if name == "kodak" else sorted(MPX_MEMBERS.values())
+
+
+def load_eval_set(cache_dir: Path, name: str = "kodak") -> dict[str, np.ndarray]:
+    """An evaluation set as ``{"kodim03": uint8 (H, W, 3), ...}``: the five Kodak crops (``kodak``) or the
+    eight 1024x1024 pictures (``mpx``); raises, naming the fetch command, if they were not fetched."""
+    out = Path(cache_dir) / name
+    paths = [out / f"{n}.png" for n in eval_set_names(name)]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(
             f"evaluation images missing from {out} ({', '.join(missing)}); fetch them with: "
             + FETCH_HINT.format(cache=cache_dir)
+            + (" --mpx" if name == "mpx" else "")
         )
     return {p.stem: _load_rgb(p) for p in paths}
 
@@ -55,13 +83,19 @@ def train_manifest(cache_dir: Path) -> dict:
     was fetched)."""
     return read_manifest(Path(cache_dir) / "train" / "manifest.json")
 
-def train_photos(cache_dir: Path, debian: bool = True) -> list[Path]:
-    """The training photographs recorded in ``train/manifest.json`` (without the Debian wallpapers where
-    ``debian`` is False); raises FileNotFoundError, naming the fetch command, when none are there."""
+def train_photos(cache_dir: Path, debian: bool = True, illustrations: bool = True) -> list[Path]:
+    """The training pictures recorded in ``train/manifest.json``: photographs and illustrations, without the
+    Debian wallpapers where ``debian`` is False, photographs only where ``illustrations`` is False; raises
+    FileNotFoundError, naming the fetch command, when none are there."""
     out = Path(cache_dir) / "train"
     manifest = train_manifest(cache_dir)
     sources = [entry for key, entry in manifest.items() if debian or not key.startswith("debian:")]
-    paths = [out / f for entry in sources for f in entry["files"]]
+    paths = [
+        out / f
+        for entry in sources
+        for f in entry["files"]
+        if illustrations or entry.get("kinds", {}).get(f, "photo") == "photo"
+    ]
     missing = [p.name for p in paths if not p.is_file()]
     if not paths or missing:
         what = f"{len(missing)} of them missing" if missing else "none recorded"

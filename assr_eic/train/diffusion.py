@@ -74,18 +74,34 @@ def encode_prompt(tokenizer, text_encoder, prompt: str, device) -> torch.Tensor:
     return text_encoder(ids.to(device))[0]
 
 
-def diffusion_loss(unet, adaptor, scheduler, latents, batch, ehs, noise, timesteps) -> torch.Tensor:
-    """The standard diffusion loss with the adaptor's residuals added to the UNet's skips."""
-    noisy = scheduler.add_noise(latents, noise, timesteps)
+def unet_prediction(unet, adaptor, noisy, timesteps, batch, ehs) -> torch.Tensor:
+    """The UNet's prediction (epsilon or v) for ``noisy`` latents with the adaptor's residuals added to its skips."""
     res = adaptor(noisy, timesteps, batch["decoded"], batch["degradation"], batch["uncertainty"])
     dtype = unet.dtype
-    pred = unet(
+    return unet(
         noisy.to(dtype),
         timesteps,
         ehs.to(dtype),
         down_block_additional_residuals=[r.to(dtype) for r in res.down],
         mid_block_additional_residual=res.mid.to(dtype),
     ).sample
+
+
+def predicted_x0(scheduler, noisy: torch.Tensor, pred: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The clean latent the prediction implies: (x_t - sqrt(1 - a) eps) / sqrt(a), or sqrt(a) x_t - sqrt(1 - a) v."""
+    a = scheduler.alphas_cumprod.to(noisy.device)[timesteps].float().view(-1, 1, 1, 1)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return (noisy - (1 - a).sqrt() * pred.float()) / a.sqrt()
+    if kind == "v_prediction":
+        return a.sqrt() * noisy - (1 - a).sqrt() * pred.float()
+    raise SystemExit(f"prediction type {kind!r} is not supported (epsilon or v_prediction)")
+
+
+def diffusion_loss(unet, adaptor, scheduler, latents, batch, ehs, noise, timesteps) -> torch.Tensor:
+    """The standard diffusion loss with the adaptor's residuals added to the UNet's skips."""
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    pred = unet_prediction(unet, adaptor, noisy, timesteps, batch, ehs)
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         target = noise
@@ -178,10 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-range", type=float, nargs=2, default=(0.0, 1.0), help="q, as codec quality levels")
     p.add_argument("--prompt", default="", help="prompt of photos without a NAME.txt caption beside them")
     p.add_argument("--empty-prompt", type=float, default=0.5, help="share of samples trained with an empty prompt")
+    p.add_argument(
+        "--rate-controlled", type=float, default=0.8,
+        help="share of pairs decoded at the decoder strength rate control stores (files coded to a target bpp); "
+        "the rest at full strength (files coded at a given scale and quality)",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes making pairs (0: the main one)")
     p.add_argument("--pair-cache", help="folder of pair shards: written on first use, read back after")
     p.add_argument("--val-images", help="folder of validation photos (default: every 10th training photo)")
-    p.add_argument("--val-every", type=int, default=500, help="validation loss every N steps (0: never)")
+    p.add_argument(
+        "--val-every", type=int, default=500,
+        help="validation every N steps (0: never): loss, and a PNG grid of x0 images with PSNR / MS-SSIM / consistency",
+    )  # fmt: skip
     p.add_argument("--val-pairs", type=int, default=16, help="fixed validation pairs")
     p.add_argument("--family", default="auto", choices=["auto", "sd1", "sd2"], help="family recorded in the adaptor")
     p.add_argument("--base-channels", type=int, default=64, help="width of the adaptor's control branch")
@@ -207,6 +231,7 @@ def _write_adaptor(acc, adaptor, a: argparse.Namespace, step: int, scheduler) ->
             "size": a.size,
             "prompt": a.prompt,
             "empty_prompt": a.empty_prompt,
+            "rate_controlled": a.rate_controlled,
             "scale_range": list(a.scale_range),
             "quality_range": list(a.quality_range),
             "ema": a.ema,
@@ -232,6 +257,8 @@ def split_photos(a: argparse.Namespace) -> tuple[list[Path], list[Path]]:
 def pair_spec(a: argparse.Namespace, rank: int) -> PairSpec:
     if not 0.0 <= a.empty_prompt <= 1.0:
         raise SystemExit(f"--empty-prompt must be in [0, 1], got {a.empty_prompt}")
+    if not 0.0 <= a.rate_controlled <= 1.0:
+        raise SystemExit(f"--rate-controlled must be in [0, 1], got {a.rate_controlled}")
     return PairSpec(
         a.codec,
         a.size,
@@ -242,6 +269,7 @@ def pair_spec(a: argparse.Namespace, rank: int) -> PairSpec:
         a.empty_prompt,
         a.seed,
         rank,
+        a.rate_controlled,
     )
 
 
@@ -339,18 +367,103 @@ def _log(path: Path, rec: dict) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
+VAL_IMAGES = 4  # validation pairs shown in the PNG grid and measured as images (the first ones)
+VAL_IMAGE_TIME = 0.3  # the shown x0 is predicted at this share of the training timesteps (fixed noise)
+
+
+def decode_latents(vae, lat: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] of SD latents (scaled by the VAE's scaling factor), float32."""
+    img = vae.decode((lat / vae.config.scaling_factor).to(vae.dtype)).sample
+    return ((img.float() + 1) / 2).clamp(0, 1)
+
+
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in [0, 1] rounded to the 8-bit levels a PNG stores (so figures are recomputable from the file)."""
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def lowres_of(codec_model, codec: str, batch: dict) -> torch.Tensor:
+    """The decoded low-res image of a one-pair batch: its target coded again at its stored (s, q) (the same
+    bytes as when the pair was made)."""
+    from ..bitstream import quantize_quality, quantize_scale
+    from ..encoder import encode_at
+
+    sc, qc = quantize_scale(float(batch["s"][0])), quantize_quality(float(batch["q"][0]))
+    return encode_at(codec_model, batch["target"].cpu().float(), codec, sc, qc).lowres.x_hat.clamp(0, 1)
+
+
+def image_figures(codec_model, codec: str, s: float, image, target, fidelity, lowres) -> dict:
+    """Figures of one validation image (all (1, 3, H, W) in [0, 1]) against its target: PSNR and MS-SSIM
+    (single-scale SSIM below 161 px, :func:`assr_eic.metrics.ms_ssim`), and the consistency figure: the
+    PSNR of the image downsampled by s (the encoder's own downsampler) against the file's decoded low-res
+    image; the same for the fidelity decode."""
+    from ..bitstream import quantize_scale
+    from ..encoder import downsample
+    from ..metrics import ms_ssim, psnr
+
+    sc = quantize_scale(s)
+    return {
+        "s": s,
+        "psnr": psnr(image, target),
+        "ms_ssim": ms_ssim(image, target),
+        "consistency_psnr": psnr(downsample(codec_model, image, codec, sc), lowres),
+        "fidelity_psnr": psnr(fidelity, target),
+        "fidelity_consistency_psnr": psnr(downsample(codec_model, fidelity, codec, sc), lowres),
+    }
+
+
 class Validation:
     """The diffusion loss on fixed pairs with fixed noise and evenly spread timesteps, so that every point
-    of the curve (``val.jsonl`` beside the checkpoints) is comparable; the EMA weights where there are."""
+    of the curve (``val.jsonl`` beside the checkpoints) is comparable; the EMA weights where there are.
+    Also, on the first :data:`VAL_IMAGES` pairs, the adaptor's x0 prediction at one fixed timestep and noise,
+    decoded by the VAE: one PNG grid per record (rows: fidelity decode | x0 | target) under ``val/``, and its
+    figures (:func:`image_figures`, on the 8-bit images as saved) in the record."""
 
     def __init__(self, trainer: Trainer, spec: PairSpec, photos: list[Path], codec_model, count: int) -> None:
-        self.trainer = trainer
+        self.trainer, self.codec_model, self.codec = trainer, codec_model, spec.codec
         vspec = dataclasses.replace(spec, batch=1, rank=0, seed=spec.seed + 1)
         self.batches = [PairStream(vspec, photos, codec_model).batch(i) for i in range(count)]
         T = trainer.scheduler.config.num_train_timesteps
         self.timesteps = torch.linspace(0, T - 1, count).round().long()
         self.noise: list[torch.Tensor | None] = [None] * count  # drawn on first use (the latent shape)
         self.gen = torch.Generator().manual_seed(spec.seed)
+        self.shown = min(VAL_IMAGES, count)
+        self.lowres = [lowres_of(codec_model, spec.codec, b) for b in self.batches[: self.shown]]
+        self.image_t = round(VAL_IMAGE_TIME * (T - 1))
+        self.image_noise: list[torch.Tensor] = []  # drawn on first use, in order, from their own generator
+        self.image_gen = torch.Generator().manual_seed(spec.seed + 2)
+
+    @torch.no_grad()
+    def images(self, adaptor, png: Path) -> dict:
+        """Write the PNG grid of ``adaptor``'s x0 predictions to ``png``; returns the figures (means over the
+        shown pairs, and per image)."""
+        from PIL import Image
+
+        tr, dev = self.trainer, self.trainer.acc.device
+        was = adaptor.training
+        adaptor.eval()
+        rows, per = [], []
+        for i, b in enumerate(self.batches[: self.shown]):
+            batch = to_device(b, dev)
+            lat = sample_latents(tr.vae, batch["target"], tr.dtype, None)
+            if len(self.image_noise) <= i:
+                self.image_noise.append(torch.randn(lat.shape, generator=self.image_gen))
+            t = torch.tensor([self.image_t], device=dev)
+            noisy = tr.scheduler.add_noise(lat, self.image_noise[i].to(dev), t)
+            with tr.acc.autocast():
+                pred = unet_prediction(tr.unet, adaptor, noisy, t, batch, tr.prompts(batch["prompts"]))
+            x0 = to_8bit(decode_latents(tr.vae, predicted_x0(tr.scheduler, noisy, pred, t)).cpu())
+            target, fidelity = to_8bit(b["target"].float()), to_8bit(b["decoded"].float())
+            rows.append(torch.cat([fidelity, x0, target], dim=-1))
+            s = float(b["s"][0])
+            figures = image_figures(self.codec_model, self.codec, s, x0, target, fidelity, self.lowres[i])
+            per.append({"q": float(b["q"][0]), **figures})
+        adaptor.train(was)
+        grid = (torch.cat(rows, dim=-2)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        png.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(png)
+        means = {f"val_{k}": sum(p[k] for p in per) / len(per) for k in per[0] if k not in ("s", "q")}
+        return {**means, "val_image_figures": per}
 
     @torch.no_grad()
     def loss(self, adaptor) -> float:
@@ -372,10 +485,18 @@ class Validation:
         return total / len(self.batches)
 
     def record(self, step: int, path: Path) -> dict:
+        """One line of ``path`` (val.jsonl): the losses, and the images' grid (beside it, under ``val/``) and
+        figures of the weights the adaptor file is written from (the EMA's where there is one)."""
         tr = self.trainer
-        rec = {"step": step, "val_loss": self.loss(tr.acc.unwrap_model(tr.adaptor))}
+        raw = tr.acc.unwrap_model(tr.adaptor)
+        rec = {"step": step, "val_loss": self.loss(raw)}
         if tr.ema is not None:
             rec["val_loss_ema"] = self.loss(tr.ema.module)
+        if self.shown:
+            png = Path("val") / f"step-{step:08d}.png"
+            rec["val_images"] = str(png)
+            rec["val_image_weights"] = "ema" if tr.ema is not None else "raw"
+            rec.update(self.images(tr.ema.module if tr.ema is not None else raw, path.parent / png))
         _log(path, rec)
         return rec
 

@@ -8,6 +8,10 @@ batch index. Photos are listed, and decoded only when a crop is cut from them.
 
 (s, q) are drawn as the encoder writes them: scale codes (``s = 1 + c / 64``) whose low-res image the codec
 can code at this crop size, log-uniform in s, and the codec's distinct quality codes, uniformly. The
+fidelity decode uses the decoder strength files store (``Bitstream.decoder_strength``): in a share
+``rate_controlled`` of pairs the strength rate control chooses for that crop at those codes (what a file coded
+to a target bpp stores: the best of the strengths on the image, 0 where the decoder loses), in the rest full
+strength (what a file coded at a given scale and quality stores). The
 prompt is what a file may carry: the photo's caption (a ``NAME.txt`` beside it) or ``--prompt``, and an
 empty prompt in a stated share of samples (the nodes pass an empty prompt when the file has none).
 """
@@ -30,7 +34,7 @@ from ..files import atomic_write_bytes
 from ..ratecontrol import quality_levels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-TENSOR_KEYS = ("target", "decoded", "uncertainty", "degradation", "s", "q")
+TENSOR_KEYS = ("target", "decoded", "uncertainty", "degradation", "s", "q", "decoder_strength")
 
 
 def photo_files(folder: Path) -> list[Path]:
@@ -67,16 +71,24 @@ def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> torch.T
     return x.flip(-1) if rng.random() < 0.5 else x
 
 
-def make_pair_codes(model, x: torch.Tensor, codec: str, scale_code: int, quality_code: int) -> dict[str, torch.Tensor]:
-    """Compress ``x`` at stored codes with our pipeline and decode it: the adaptor's inputs and the target."""
+def make_pair_codes(
+    model, x: torch.Tensor, codec: str, scale_code: int, quality_code: int, rate_controlled: bool = True
+) -> dict[str, torch.Tensor]:
+    """Compress ``x`` at stored codes with our pipeline and decode it: the adaptor's inputs and the target.
+    ``rate_controlled``: at the decoder strength rate control stores for this crop (else full strength, as
+    files coded at a given scale and quality), kept in ``"decoder_strength"``."""
     from ..pipeline import encode_at, reconstruct
+    from ..ratecontrol import with_stored_strength
 
     enc = encode_at(model, x, codec, scale_code, quality_code)
+    if rate_controlled:
+        enc = with_stored_strength(model, enc, x)
     fidelity = reconstruct(model, enc.bitstream, enc.lowres).clamp(0, 1)
     unc = uncertainty_map(enc.lowres.x_hat, enc.lowres)
     unc = F.interpolate(unc, size=x.shape[-2:], mode="bilinear", align_corners=False)
     deg = Degradation.from_bitstream(enc.bitstream).vector()[None]
-    return {"target": x, "decoded": fidelity, "uncertainty": unc, "degradation": deg}
+    strength = torch.tensor([enc.bitstream.decoder_strength], dtype=torch.int64)
+    return {"target": x, "decoded": fidelity, "uncertainty": unc, "degradation": deg, "decoder_strength": strength}
 
 
 def make_pair(model, x: torch.Tensor, codec: str, s: float, q: float) -> dict[str, torch.Tensor]:
@@ -116,6 +128,7 @@ class PairSpec:
     empty_prompt: float = 0.5
     seed: int = 0
     rank: int = 0
+    rate_controlled: float = 0.8  # share of pairs at the decoder strength rate control stores (else full)
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator of batch ``index`` (per process; the same in whichever worker makes it)."""
@@ -142,7 +155,7 @@ def make_batch(spec: PairSpec, photos: list[Path], model, index: int) -> dict:
         path = photos[int(rng.integers(len(photos)))]
         x = random_crop(read_rgb(path), spec.size, rng)
         sc, qc = spec.draw_codes(rng)
-        pair = make_pair_codes(model, x, spec.codec, sc, qc)
+        pair = make_pair_codes(model, x, spec.codec, sc, qc, bool(rng.random() < spec.rate_controlled))
         pair["s"] = torch.tensor([dequantize_scale(sc)], dtype=torch.float64)
         pair["q"] = torch.tensor([dequantize_quality(qc)], dtype=torch.float64)
         items.append(pair)

@@ -5,17 +5,22 @@ Evaluation set: exactly the five 512x384 crops of Kodak kodim03, 04, 06, 08 and 
 0.1.16 wheel as ``ResultsCalibra/ref_dir/I03.bmp`` ... ``I19.bmp``; saved as ``kodak/kodim03.png`` etc.
 They are never used for training.
 
+1-megapixel evaluation set (``mpx/*.png``, ``--mpx``): the eight 1024x1024 pictures of
+:data:`assr_eic.train.data.MPX_MEMBERS`, cut from the Debian wallpaper packages; never used for training.
+
 Training set (``train/*.png``, long side at most 1536 px):
 
 - the photographs bundled with scikit-image (astronaut, chelsea, coffee, rocket, motorcycle_left,
   motorcycle_right, hubble_deep_field; any that would need a download are skipped), scikit-learn's
   sample images (china, flower) and matplotlib's ``grace_hopper.jpg``;
-- optionally, the photographs among the wallpapers of the Debian packages ``mate-backgrounds``,
-  ``plasma-workspace-wallpapers`` and ``ukui-wallpapers``, picked by ``photo_check``.
+- optionally, every distinct opaque picture of at least 512 px of the Debian wallpaper packages in
+  ``DEBIAN_PACKAGES``, photographs and illustrations alike (``select_pictures``; the manifest records
+  which is which, ``photo_check`` decides), except the evaluation pictures and their colour variants.
 
 ``train/manifest.json`` records what each source gave (and why each wallpaper was rejected), so a second
-fetch returns at once. Run ``python -m assr_eic.train.fetch --cache .cache/data`` to fetch both sets
-(``--eval-only`` for the five Kodak crops alone, which the demo and the benchmark need).
+fetch returns at once; the downloaded packages stay in ``debs/``. Run
+``python -m assr_eic.train.fetch --cache .cache/data`` to fetch everything (``--eval-only`` for the five
+Kodak crops alone, which the demo and the benchmark need).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .data import KODAK_MEMBERS, read_manifest, train_manifest
+from .data import KODAK_MEMBERS, MPX_MEMBERS, MPX_SIDE, read_manifest, train_manifest
 
 PYIQA_REQUIREMENT = "pyiqa==0.1.16"
 #: Bundled scikit-image photographs (file names inside ``skimage.data.data_dir``).
@@ -51,8 +57,20 @@ SKIMAGE_FILES: dict[str, str] = {
     "motorcycle_right": "motorcycle_right.png",
     "hubble_deep_field": "hubble_deep_field.jpg",
 }
-DEBIAN_PACKAGES: tuple[str, ...] = ("mate-backgrounds", "plasma-workspace-wallpapers", "ukui-wallpapers")
+DEBIAN_PACKAGES: tuple[str, ...] = (
+    "mate-backgrounds",
+    "plasma-workspace-wallpapers",
+    "ukui-wallpapers",
+    "gnome-backgrounds",
+    "lomiri-wallpapers",
+    "sway-backgrounds",
+)
 MAX_SIDE = 1536
+#: The wallpaper selection's rules; a manifest entry made under other rules is fetched again (2: photographs
+#: and illustrations, the 1-megapixel evaluation pictures held out).
+SELECTION = 2
+MIN_SIDE = 512  # smaller pictures (icons, tiles) give no crop at the trainer's sizes
+MAX_TRANSPARENT_FRACTION = 0.01  # more see-through pixels than this: an overlay meant for a desktop colour
 
 # photo_check thresholds (see its docstring)
 MAX_FLAT_FRACTION = 0.45
@@ -164,7 +182,7 @@ def photo_check(im: Image.Image, is_jpeg: bool) -> str | None:
 
     Tuned on these wallpaper packages only: a small, noisy, unprocessed photo (scikit-image's coffee,
     sigma 3.9) fails check 3, and smooth abstract renders can still pass, hence the hand-checked
-    ``KNOWN_ARTWORK`` list applied by ``select_photos``.
+    ``KNOWN_ARTWORK`` list applied by ``select_pictures``.
     """
     if not is_jpeg:
         return "not JPEG (PNG wallpapers here are renders or vector art)"
@@ -184,11 +202,22 @@ def photo_check(im: Image.Image, is_jpeg: bool) -> str | None:
 
 @dataclass
 class Wallpaper:
-    """One candidate wallpaper file: its package, a short id and its path in the unpacked package."""
+    """One candidate wallpaper file: its package, a short id, its path in the unpacked package and whether
+    it is a ``photo`` or an ``illustration``."""
 
     package: str
     ident: str
     path: Path
+    kind: str = "photo"
+
+
+_SIZE_SUFFIX = re.compile(r"_\d+x\d+(_Portrait)?$")  # sway: one picture per screen size and orientation
+_VARIANT_SUFFIX = re.compile(r"(-l|-d|-dark)$")  # gnome's light/dark, plasma's dark colouring
+
+
+def picture_family(ident: str) -> str:
+    """The picture an id belongs to, its colour variants (``-l``, ``-d``, ``-dark``) included."""
+    return _VARIANT_SUFFIX.sub("", ident)
 
 
 def _candidates(package: str, root: Path) -> tuple[list[Wallpaper], dict[str, str]]:
@@ -208,7 +237,7 @@ def _candidates(package: str, root: Path) -> tuple[list[Wallpaper], dict[str, st
             # KDE layout: Name/contents/images[_dark]/WxH.ext holds one picture at several sizes/crops
             ident = p.parent.parent.parent.name + ("-dark" if p.parent.name.endswith("_dark") else "")
         else:
-            ident = p.stem
+            ident = _SIZE_SUFFIX.sub("", p.stem)
         groups.setdefault(ident, []).append(p)
     out = []
     for ident, paths in groups.items():
@@ -228,13 +257,18 @@ def _thumb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L").resize((32, 32), Image.Resampling.BOX), np.float64)
 
 
-def select_photos(package: str, root: Path) -> tuple[list[Wallpaper], dict[str, str], dict[str, str]]:
-    """Photographs among an unpacked wallpaper package: (kept, rejected pictures -> why, skipped files -> why).
+def select_pictures(
+    package: str, root: Path, held_out: frozenset[str] = frozenset()
+) -> tuple[list[Wallpaper], dict[str, str], dict[str, str]]:
+    """The training pictures of an unpacked wallpaper package: (kept, rejected pictures -> why, skipped
+    files -> why). Each kept one is a ``photo`` (``photo_check`` passes and it is not ``KNOWN_ARTWORK``)
+    or an ``illustration``.
 
-    One file per picture (the largest; KDE size variants, symlinks and previews are skipped); then, from
-    the largest file down, near-duplicates are rejected (same 32x32 thumbnail within 4 levels mean
-    absolute difference and aspect ratio within 2% of an earlier file), then ``photo_check``, then
-    ``KNOWN_ARTWORK``.
+    One file per picture (the largest; KDE and sway size variants, symlinks and previews are skipped); then,
+    from the largest file down, pictures under ``MIN_SIDE`` px or with see-through pixels are rejected, and
+    so are near-duplicates (same 32x32 thumbnail within 4 levels mean absolute difference and aspect ratio
+    within 2% of an earlier file) and the pictures whose family (:func:`picture_family`) is in
+    ``held_out``.
     """
     cands, skipped = _candidates(package, root)
     cands.sort(key=lambda c: -_pixels(c.path))
@@ -243,23 +277,36 @@ def select_photos(package: str, root: Path) -> tuple[list[Wallpaper], dict[str, 
     thumbs: list[tuple[np.ndarray, float, str]] = []
     for c in cands:
         with Image.open(c.path) as im:
-            reason = None
-            t, aspect = _thumb(im), im.size[0] / im.size[1]
-            for t2, aspect2, ident2 in thumbs:
-                if abs(aspect / aspect2 - 1) < 0.02 and np.abs(t - t2).mean() < 4:
-                    reason = f"near-duplicate of {ident2}"
-                    break
-            else:
-                thumbs.append((t, aspect, c.ident))
+            reason = _unusable(im)
             if reason is None:
-                reason = photo_check(im, im.format == "JPEG")
-            if reason is None and c.ident in KNOWN_ARTWORK.get(package, ()):
-                reason = "known abstract render (hand-checked list)"
+                t, aspect = _thumb(im), im.size[0] / im.size[1]
+                for t2, aspect2, ident2 in thumbs:
+                    if abs(aspect / aspect2 - 1) < 0.02 and np.abs(t - t2).mean() < 4:
+                        reason = f"near-duplicate of {ident2}"
+                        break
+                else:
+                    thumbs.append((t, aspect, c.ident))
+            if reason is None and picture_family(c.ident) in held_out:
+                reason = "held out: 1-megapixel evaluation set"
+            if reason is None:
+                photo = photo_check(im, im.format == "JPEG") is None
+                c.kind = "photo" if photo and c.ident not in KNOWN_ARTWORK.get(package, ()) else "illustration"
         if reason is None:
             kept.append(c)
         else:
             rejected[c.ident] = reason
     return kept, rejected, skipped
+
+
+def _unusable(im: Image.Image) -> str | None:
+    """Why a wallpaper cannot train at all (too small, see-through), or None."""
+    if min(im.size) < MIN_SIDE:
+        return f"smaller than {MIN_SIDE} px"
+    if "A" in im.getbands() or "transparency" in im.info:
+        alpha = np.asarray(im.convert("RGBA"))[..., 3]
+        if (alpha < 255).mean() > MAX_TRANSPARENT_FRACTION:
+            return "see-through overlay"
+    return None
 
 
 def _pixels(path: Path) -> int:
@@ -295,7 +342,12 @@ def _bundled_sources() -> dict[str, list[tuple[str, Path | None]]]:
 
 
 def _apt_download(package: str, dest: Path) -> Path:
-    """``apt-get download`` one package into ``dest`` (running ``apt-get update`` once if needed)."""
+    """``apt-get download`` one package into ``dest`` (running ``apt-get update`` once if needed); a package
+    already there is not fetched again."""
+    dest.mkdir(parents=True, exist_ok=True)
+    debs = sorted(dest.glob(f"{package}_*.deb"))
+    if debs:
+        return debs[0]
     proc = _run(["apt-get", "download", package], cwd=dest)
     if proc.returncode != 0:
         _run(["apt-get", "update"])
@@ -306,28 +358,69 @@ def _apt_download(package: str, dest: Path) -> Path:
     return debs[0]
 
 
-def _fetch_debian(package: str, out: Path, scratch: Path) -> dict:
-    """Download, unpack and filter one wallpaper package; returns its manifest entry."""
-    deb = _apt_download(package, scratch)
+def _unpack(package: str, debs: Path, scratch: Path) -> tuple[Path, str]:
+    """(the unpacked tree of a Debian package, the .deb's name), downloading it into ``debs`` if needed."""
+    deb = _apt_download(package, debs)
     root = scratch / package
     proc = _run(["dpkg-deb", "-x", str(deb), str(root)])
     if proc.returncode != 0:
         raise RuntimeError(f"dpkg-deb -x {deb.name} failed:\n{_tail(proc.stderr)}")
-    kept, rejected, skipped = select_photos(package, root)
+    return root, deb.name
+
+
+def _fetch_debian(package: str, out: Path, debs: Path, scratch: Path) -> dict:
+    """Download, unpack and filter one wallpaper package; returns its manifest entry."""
+    root, deb = _unpack(package, debs, scratch)
+    held_out = frozenset(picture_family(i) for p, i in MPX_MEMBERS if p == package)
+    kept, rejected, skipped = select_pictures(package, root, held_out)
     short = package.split("-")[0]
-    files = []
+    files, kinds = [], {}
     for w in kept:
         with Image.open(w.path) as im:
-            files.append(_save_png(im, out / f"debian-{short}-{w.ident}.png").name)
-    return {"files": files, "rejected": rejected, "skipped_files": skipped, "deb": deb.name}
+            name = _save_png(im, out / f"debian-{short}-{w.ident}.png").name
+        files.append(name)
+        kinds[name] = w.kind
+    return {"files": files, "kinds": kinds, "rejected": rejected, "skipped_files": skipped, "deb": deb,
+            "selection": SELECTION}  # fmt: skip
+
+
+def fetch_mpx_set(cache_dir: Path) -> list[Path]:
+    """The 1-megapixel evaluation set in ``cache_dir/mpx`` (see :data:`~assr_eic.train.data.MPX_MEMBERS`):
+    the centre square of each picture's largest file, Lanczos-resized to ``MPX_SIDE``. Returns at once
+    when the files are there; needs ``apt-get`` and ``dpkg-deb`` otherwise."""
+    cache_dir = Path(cache_dir)
+    out = cache_dir / "mpx"
+    paths = {key: out / f"{name}.png" for key, name in MPX_MEMBERS.items()}
+    todo = sorted({package for (package, _), path in paths.items() if not path.is_file()})
+    if todo and (shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None):
+        raise RuntimeError("the 1-megapixel evaluation set comes from Debian packages: apt-get and dpkg-deb needed")
+    for package in todo:
+        with tempfile.TemporaryDirectory(prefix="assr-deb-") as scratch:
+            root, _ = _unpack(package, cache_dir / "debs", Path(scratch))
+            found = {w.ident: w.path for w in _candidates(package, root)[0]}
+            for (pkg, ident), path in paths.items():
+                if pkg != package:
+                    continue
+                if ident not in found:
+                    raise RuntimeError(f"{package} has no wallpaper {ident!r} (another package version?)")
+                with Image.open(found[ident]) as im:
+                    _save_png(_centre_square(im, MPX_SIDE), path)
+    return sorted(paths.values())
+
+
+def _centre_square(im: Image.Image, side: int) -> Image.Image:
+    w, h = im.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return im.convert("RGB").resize((side, side), Image.Resampling.LANCZOS, box=box)
 
 
 def fetch_train_photos(cache_dir: Path, debian: bool = True) -> list[Path]:
     """Collect the training photographs as PNG (long side <= 1536 px) in ``cache_dir/train``.
 
     Bundled photos of scikit-image, scikit-learn and matplotlib always; with ``debian=True`` also the
-    photographs among three Debian wallpaper packages (``apt-get download`` + ``dpkg-deb -x`` in a
-    scratch folder, filtered by ``select_photos``; skipped with a warning where apt-get is missing).
+    pictures of the Debian wallpaper packages (``apt-get download`` into ``cache_dir/debs`` + ``dpkg-deb -x``
+    in a scratch folder, filtered by ``select_pictures``; skipped with a warning where apt-get is missing).
     Sources already recorded in ``train/manifest.json`` with all their files present are not redone.
     Returns the paths of the requested sources. The Kodak evaluation crops come from none of these.
     """
@@ -362,10 +455,13 @@ def fetch_train_photos(cache_dir: Path, debian: bool = True) -> list[Path]:
             for package in DEBIAN_PACKAGES:
                 key = f"debian:{package}"
                 wanted.append(key)
-                if done(key):
+                if done(key) and manifest[key].get("selection") == SELECTION:
                     continue
                 with tempfile.TemporaryDirectory(prefix="assr-deb-") as scratch:
-                    manifest[key] = _fetch_debian(package, out, Path(scratch))
+                    entry = _fetch_debian(package, out, Path(cache_dir) / "debs", Path(scratch))
+                for stale in set(manifest.get(key, {}).get("files", ())) - set(entry["files"]):
+                    (out / stale).unlink(missing_ok=True)  # e.g. a picture now held out for evaluation
+                manifest[key] = entry
                 _write_manifest(manifest_path, manifest)
     return [out / f for key in wanted for f in manifest[key]["files"]]
 
@@ -397,7 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-debian", action="store_true", help="skip the Debian wallpaper photographs")
     ap.add_argument("--sheet", type=Path, help="also write a contact sheet of the training images (PNG)")
     ap.add_argument("--eval-only", action="store_true", help="fetch only the five Kodak evaluation crops")
+    ap.add_argument("--mpx", action="store_true", help="also fetch the 1-megapixel evaluation set (Debian packages)")
     args = ap.parse_args(argv)
+    if args.mpx:
+        mpx = fetch_mpx_set(args.cache)
+        print(f"mpx:   {len(mpx)} images of {MPX_SIDE}x{MPX_SIDE} in {args.cache / 'mpx'}")
 
     evals = fetch_eval_set(args.cache)
     if args.eval_only:

@@ -260,3 +260,107 @@ def family_figures(nodes, models_dir: Path, assr_model, item, family: str, reali
         out["rows"].append({"path": "all-in-one", "realism": r, "psnr": p, "fidelity_psnr": p_fid,
                             "energy_above_nyquist": e})  # fmt: skip
     return out
+
+
+# --- the files the example workflows load (stock loaders: Load Checkpoint, Load CLIP, Load VAE) ---------
+# The text encoders at their real sizes (ComfyUI builds them from fixed configs, so they cannot be reduced):
+# CLIP-L 123 M and CLIP-G 695 M parameters, random weights, in the layout of the standalone clip_l /
+# clip_g files; the SDXL checkpoint is the reduced SDXL UNet with both of them and the 4-channel VAE in
+# ComfyUI's single-file layout (what Load Checkpoint detects as SDXL).
+WORKFLOW_FILES = ("sdxl_checkpoint", "clip_l", "clip_g", "sd3", "kl16")
+
+
+def ensure_clip(kind: str, seed: int = SEED) -> Path:
+    """The cached standalone text encoder ``kind`` ("l": CLIP-L, "g": CLIP-G), built in this ComfyUI process."""
+    path = cached_path(f"clip_{kind}", seed, "te")
+    if path.is_file():
+        return path
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import torch
+
+    with torch.device("cpu"):
+        if kind == "l":
+            te = comfy.sd1_clip.SDClipModel(device="cpu", dtype=torch.float16)
+        elif kind == "g":
+            te = comfy.sdxl_clip.SDXLClipG(device="cpu", dtype=torch.float16)
+        else:
+            raise ValueError(f"no text encoder fixture {kind!r} (l or g)")
+    sd = te.transformer.state_dict()
+    diffusion_checkpoint.fill_(sd, seed + {"l": 11, "g": 12}[kind])
+    sd = {k: v.to(torch.float16).contiguous() for k, v in sd.items() if v.is_floating_point()}
+    return _save(sd, path, f"random CLIP-{kind.upper()} text encoder, seed {seed}")
+
+
+def ensure_sdxl_checkpoint(seed: int = SEED) -> Path:
+    """The cached SDXL single-file checkpoint (reduced UNet, CLIP-L + CLIP-G, 4-channel VAE)."""
+    path = cached_path("sdxl", seed, "checkpoint")
+    if path.is_file():
+        return path
+    import comfy.model_detection
+    import comfy.utils
+    import torch
+
+    config = comfy.model_detection.model_config_from_unet_config(dict(CONFIGS["sdxl"]))
+    config.set_inference_dtype(torch.float16, None)
+    with torch.device("cpu"):
+        model = config.get_model({}, device="cpu")
+    model.diffusion_model.load_state_dict(comfy.utils.load_torch_file(str(ensure_unet("sdxl", seed))))
+    clip_sd = {}
+    for kind in ("l", "g"):
+        for k, v in comfy.utils.load_torch_file(str(ensure_clip(kind, seed))).items():
+            clip_sd[f"clip_{kind}.transformer.{k}"] = v
+    vae_sd = comfy.utils.load_torch_file(str(ensure_vae(4, seed)))
+    sd = model.state_dict_for_saving(clip_sd, vae_sd)
+    sd = {k: v.to(torch.float16).contiguous() for k, v in sd.items()}
+    return _save(sd, path, f"random reduced SDXL checkpoint, seed {seed}")
+
+
+def build_workflow_files(seed: int = SEED) -> dict[str, Path]:
+    """Every file of :data:`WORKFLOW_FILES`, built in this ComfyUI process where not cached."""
+    return {
+        "sdxl_checkpoint": ensure_sdxl_checkpoint(seed), "clip_l": ensure_clip("l", seed),
+        "clip_g": ensure_clip("g", seed), "sd3": ensure_unet("sd3", seed), "kl16": ensure_vae(16, seed),
+    }  # fmt: skip
+
+
+def workflow_files(seed: int = SEED) -> dict[str, Path]:
+    """The cached files the example workflows load, built in a child process with ComfyUI imported the first
+    time (about 1-2 minutes and 5 GB of memory); callable without ComfyUI in this process."""
+    paths = {
+        "sdxl_checkpoint": cached_path("sdxl", seed, "checkpoint"), "clip_l": cached_path("clip_l", seed, "te"),
+        "clip_g": cached_path("clip_g", seed, "te"), "sd3": cached_path("sd3", seed),
+        "kl16": cached_path("kl16", seed, "vae"),
+    }  # fmt: skip
+    if not all(p.is_file() for p in paths.values()):
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--seed", str(seed)], check=True,
+                       cwd=diffusion_checkpoint.REPO)  # fmt: skip
+        missing = [k for k, p in paths.items() if not p.is_file()]
+        if missing:
+            raise RuntimeError(f"building the workflow fixtures left no file for {missing}")
+    return paths
+
+
+def _main() -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Build the files the example diffusion workflows load (cached).")
+    ap.add_argument("--seed", type=int, default=SEED)
+    seed = ap.parse_args().seed
+    sys.path.insert(0, str(diffusion_checkpoint.COMFY_ROOT))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import utils.install_util  # noqa: F401  (before comfy.utils shadows the utils package)
+
+    for key, path in build_workflow_files(seed).items():
+        print(f"{key}: {path} ({path.stat().st_size / 1e9:.2f} GB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -36,6 +36,8 @@ TEMPLATE_TITLES = {
     "assr_rate_sweep_compare": "3 Rate sweep vs JPEG, WebP, AVIF",
     "assr_diffusion_all_in_one": "4 Diffusion decode, one node",
     "assr_diffusion_split": "5 Diffusion decode, KSampler",
+    "assr_diffusion_sdxl": "6 Diffusion decode, SDXL",
+    "assr_diffusion_sd35": "7 Diffusion decode, SD 3.5",
 }
 CHROMIUM = "/usr/bin/chromium"
 PHOTOS = ("astronaut", "coffee", "chelsea")  # scikit-image's bundled photographs (never the Kodak eval set)
