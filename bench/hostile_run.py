@@ -170,11 +170,7 @@ def run_library(n: int, workers: int, cap: float, out: Path) -> dict:
         w.close()
 
     t = time.monotonic()
-    threads = [threading.Thread(target=drive) for _ in range(workers)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    _in_threads(drive, workers)
     rows.sort(key=lambda r: r["i"])
     res = _counts(rows)
     parsed = [r for r in rows if "bound_over_base_mb" in r]
@@ -272,11 +268,7 @@ def run_cli(n: int, jobs: int, cap: float, out: Path, budget_s: float | None = N
                 print(f"cli: {i}/{n}", flush=True)
             return row
 
-        threads = [threading.Thread(target=drive) for _ in range(jobs)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        _in_threads(drive, jobs)
     rows.sort(key=lambda r: r["i"])
     res = _counts([{**r, "outcome": "DocumentedError" if r["outcome"] == "error" else r["outcome"]} for r in rows])
     res.update(
@@ -393,6 +385,15 @@ def _by_family(rows: list[dict]) -> dict:
         d = out.setdefault(r["family"], {})
         d[_kind(r["outcome"])] = d.get(_kind(r["outcome"]), 0) + 1
     return out
+
+
+def _in_threads(drive, k: int) -> None:
+    """Run ``drive`` in ``k`` threads at once and wait for all of them."""
+    threads = [threading.Thread(target=drive) for _ in range(k)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
 
 
 def _median(xs: list[float]) -> float | None:
