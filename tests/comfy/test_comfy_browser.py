@@ -217,12 +217,13 @@ def test_assr_dropped_on_the_empty_canvas_opens_a_decode_workflow(server, tmp_pa
 
 FIRST_RUN_TEMPLATES = ("assr_compress_and_save", "assr_load_and_decode", "assr_rate_sweep_compare")  # no checkpoint
 
-JS_OPEN_PACK_TEMPLATES = (
-    "(async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates');"
-    " for (let i = 0; i < 100; i++) { const hit = [...document.querySelectorAll('[role=dialog] *')]"
+# The template dialog is opened without awaiting the command (frontend 1.32's promise can be collected before
+# it settles, which CDP reports as an error) and the pack's entry is clicked by polling from Python.
+JS_BROWSE_TEMPLATES = "(() => { app.extensionManager.command.execute('Comfy.BrowseTemplates'); return 1 })()"
+JS_CLICK_PACK_ENTRY = (
+    "(() => { const hit = [...document.querySelectorAll('[role=dialog] *')]"
     f".find(e => e.children.length === 0 && e.textContent.trim() === {json.dumps(harness.PACK_NAME)});"
-    " if (hit) { (hit.closest('a,button,li,[role=button],[role=option]') ?? hit).click(); return true }"
-    " await new Promise(r => setTimeout(r, 200)) } return false })()"
+    " if (!hit) return null; (hit.closest('a,button,li,[role=button],[role=option]') ?? hit).click(); return true })()"
 )
 JS_CARDS = (
     "[...document.querySelectorAll('[data-testid^=\"template-workflow-\"]')]"
@@ -245,7 +246,8 @@ async def template_session(srv, shots) -> dict:
     async with harness.Browser(1280, 800) as b:
         await harness.open_canvas(b, srv)
         for name, file in zip(FIRST_RUN_TEMPLATES, files, strict=True):
-            assert await b.eval(JS_OPEN_PACK_TEMPLATES), "no assr-eic entry in the template list"
+            await b.eval(JS_BROWSE_TEMPLATES)
+            assert await b.wait_for(JS_CLICK_PACK_ENTRY, 20, 0.2), "no assr-eic entry in the template list"
             cards = await b.wait_for(
                 f"(() => {{ const c = {JS_CARDS}; return c.includes({json.dumps(file)}) ? c : null }})()", 30
             )
